@@ -1,0 +1,692 @@
+"""Channel readers: the files of one channel directory into features, labels and weights.
+
+Formats (SageMaker's names; the label always comes first):
+
+- ``text/csv``: no header, label in column 0, instance weight in column 1 when
+  ``csv_weights=1``; the delimiter is sniffed from the first line.
+- ``text/libsvm`` (the default): ``<label>[:<weight>] [qid:<q>] <index>:<value> ...``
+  with 0-based feature indices, as xgboost reads them.
+- ``application/x-parquet``: column 0 is the label (needs pyarrow).
+- ``application/x-recordio-protobuf``: SageMaker's RecordIO-wrapped ``Record``
+  protobufs with float32/float64/int32 tensors, dense or sparse.
+
+A channel directory may hold any number of files in nested directories; they
+are read in sorted path order. Hidden files are refused and files whose names
+start with ``_`` (``_SUCCESS`` markers) are skipped, as SageMaker does.
+
+Readers parse with C code (pandas, numpy) and make one pass per file; only
+when a file turns out to be malformed do they rescan it line by line in Python
+to name the offending line in the error.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from sagestack.algorithms.errors import UserError
+from sagestack.algorithms.xgboost import recordio
+
+log = logging.getLogger(__name__)
+
+CSV = "csv"
+LIBSVM = "libsvm"
+PARQUET = "parquet"
+RECORDIO_PROTOBUF = "recordio-protobuf"
+
+#: Accepted ContentType values, in the order SageMaker's error message lists them.
+CONTENT_TYPES: dict[str, str] = {
+    "csv": CSV,
+    "libsvm": LIBSVM,
+    "parquet": PARQUET,
+    "recordio-protobuf": RECORDIO_PROTOBUF,
+    "text/csv": CSV,
+    "text/libsvm": LIBSVM,
+    "text/x-libsvm": LIBSVM,
+    "application/x-parquet": PARQUET,
+    "application/x-recordio-protobuf": RECORDIO_PROTOBUF,
+}
+DEFAULT_CONTENT_TYPE = "text/libsvm"
+
+_FORMAT_TITLE = {CSV: "CSV", LIBSVM: "LIBSVM", PARQUET: "Parquet", RECORDIO_PROTOBUF: "RecordIO-protobuf"}
+
+#: Bytes of a libsvm file parsed at once; bounds the parser's temporary arrays.
+LIBSVM_CHUNK_BYTES = 16 << 20
+
+
+def parse_content_type(value: str | None) -> str:
+    """The internal format name for a channel's ContentType (``None`` means libsvm).
+
+    Parameters after ``;`` are allowed (``text/csv;label_size=1``); for CSV
+    ``label_size`` must be 1 because the label is one column.
+    """
+    if value is None:
+        return LIBSVM
+    base, *params = (piece.strip() for piece in value.lower().split(";"))
+    fmt = CONTENT_TYPES.get(base)
+    if fmt is None:
+        raise UserError(f"{value} is not an accepted ContentType: {', '.join(CONTENT_TYPES)}.")
+    options = dict(p.partition("=")[::2] for p in params if p)
+    if fmt == CSV and options.get("label_size", "1").strip() != "1":
+        raise UserError(
+            f"{value} is not an accepted csv ContentType. Optional parameter label_size must be equal to 1"
+        )
+    return fmt
+
+
+# ---------------------------------------------------------------- data set
+
+
+@dataclass
+class Part:
+    """Rows ``first_row .. first_row + n_rows`` came from ``path`` (for error messages)."""
+
+    path: Path
+    first_row: int
+    n_rows: int
+
+
+@dataclass
+class DataSet:
+    """One channel's data: features (dense float32 or CSR), labels and optional weights/groups."""
+
+    features: np.ndarray | sp.csr_matrix
+    labels: np.ndarray
+    weights: np.ndarray | None = None
+    qid: np.ndarray | None = None
+    fmt: str = CSV
+    root: Path = Path()
+    parts: list[Part] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[1])
+
+    @property
+    def is_sparse(self) -> bool:
+        return sp.issparse(self.features)
+
+    def with_n_features(self, n: int) -> DataSet:
+        """Widen a sparse matrix to ``n`` columns (libsvm shards may stop at different indices)."""
+        if not self.is_sparse or n == self.n_features:
+            return self
+        f = self.features
+        self.features = sp.csr_matrix((f.data, f.indices, f.indptr), shape=(f.shape[0], n))
+        return self
+
+    def locate(self, row: int) -> str:
+        """``line 7 of file 'train/a.csv'`` for a row number of this data set."""
+        for part in self.parts:
+            if part.first_row <= row < part.first_row + part.n_rows:
+                line = _nth_record_line(part.path, row - part.first_row, self.fmt)
+                where = f"file '{display_name(part.path, self.root)}'"
+                return f"line {line} of {where}" if line else f"record {row - part.first_row + 1} of {where}"
+        return f"row {row + 1}"
+
+
+def display_name(path: Path, root: Path) -> str:
+    """A path as users know it: relative to the ``input/data`` directory when possible."""
+    try:
+        return str(path.relative_to(root.parent))
+    except ValueError:
+        return str(path)
+
+
+def _nth_record_line(path: Path, index: int, fmt: str) -> int | None:
+    """1-based line number of the ``index``-th non-blank line (text formats only)."""
+    if fmt not in (CSV, LIBSVM):
+        return None
+    seen = -1
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            if raw.strip():
+                seen += 1
+                if seen == index:
+                    return number
+    return None
+
+
+# ---------------------------------------------------------------- files
+
+
+def list_data_files(channel_dir: Path) -> list[Path]:
+    """Data files under ``channel_dir`` (any depth), sorted; hidden files are an error."""
+    if not channel_dir.exists():
+        return []
+    if channel_dir.is_file():
+        return [channel_dir]
+    files: list[Path] = []
+    for path in sorted(channel_dir.rglob("*")):
+        rel = path.relative_to(channel_dir)
+        if any(part.startswith(".") for part in rel.parts):
+            raise UserError("Hidden file found in the data path! Remove that before training.")
+        if path.is_file() and _is_data_file(path.name):
+            files.append(path)
+    return files
+
+
+def _is_data_file(name: str) -> bool:
+    if name.startswith("_"):
+        return False
+    # xgboost's external-memory cache files are left next to the data by some jobs.
+    return not (".cache" in name and ("dtrain" in name or "dval" in name))
+
+
+def read_channel(
+    channel_dir: Path, fmt: str, csv_weights: bool = False, files: list[Path] | None = None
+) -> DataSet | None:
+    """Read every data file of a channel; ``None`` when it holds no rows at all."""
+    files = list_data_files(channel_dir) if files is None else files
+    files = [f for f in files if f.stat().st_size > 0]
+    if not files:
+        return None
+    reader = _READERS[fmt]
+    data = reader(files, channel_dir, csv_weights)
+    if data is None or data.n_rows == 0:
+        return None
+    data.fmt, data.root = fmt, channel_dir
+    return data
+
+
+def _format_error(fmt: str, path: Path, root: Path, line_no: int, line: str, detail: str = "") -> UserError:
+    """SageMaker's wording (``First line '...' of file '...' is not 'CSV' format``), for any line."""
+    title = _FORMAT_TITLE[fmt]
+    which = "First line" if line_no == 1 else f"Line {line_no}"
+    snippet = line.rstrip("\r\n")[:50]
+    text = (
+        f"{which} '{snippet}...' of file '{display_name(path, root)}' is not '{title}' format. "
+        f"Please ensure the file is in '{title}' format."
+    )
+    return UserError(f"{text} ({detail})" if detail else text)
+
+
+def _load_error(fmt: str, path: Path, root: Path, exc: BaseException) -> UserError:
+    return UserError(
+        f"Failed to load {fmt} data with exception:\nfile '{display_name(path, root)}': {exc}"
+    )
+
+
+# ---------------------------------------------------------------- csv
+
+# What pandas reads as missing; a line holding only these is not malformed.
+_NA_STRINGS = frozenset(
+    {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+)
+
+
+def sniff_delimiter(files: list[Path]) -> str:
+    """The delimiter of the first line of the first file, as SageMaker determines it."""
+    first = ""
+    with files[0].open("r", errors="ignore") as fh:
+        for line in fh:
+            if line.strip():
+                first = line
+                break
+    try:
+        delimiter = csv.Sniffer().sniff(first, delimiters=",;\t| ").delimiter
+    except csv.Error as exc:
+        # One column (a label and no feature) has no delimiter to find.
+        if not any(c in first for c in ",;\t| ") and first.strip():
+            delimiter = ","
+        else:
+            raise UserError(f"Could not determine delimiter on line {first[:50]}:\n{exc}") from exc
+    log.info("Determined delimiter of CSV input is '%s'", delimiter)
+    return delimiter
+
+
+def _read_csv_file(path: Path, root: Path, delimiter: str) -> np.ndarray:
+    sep = r"\s+" if delimiter == " " else delimiter
+    try:
+        frame = pd.read_csv(path, header=None, sep=sep, dtype=np.float32, engine="c", skip_blank_lines=True)
+    except pd.errors.EmptyDataError:
+        return np.empty((0, 0), dtype=np.float32)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise _csv_error(path, root, delimiter, exc) from None
+    return frame.to_numpy(dtype=np.float32, copy=False)
+
+
+def _csv_error(path: Path, root: Path, delimiter: str, exc: BaseException) -> UserError:
+    """Find the line pandas could not parse (slow, error path only)."""
+    width = None
+    with path.open("r", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            fields = line.split() if delimiter == " " else line.rstrip("\r\n").split(delimiter)
+            width = width or len(fields)
+            problem = _csv_line_problem(fields, width)
+            if problem:
+                return _format_error(CSV, path, root, number, line, problem)
+    return _load_error(CSV, path, root, exc)
+
+
+def _csv_line_problem(fields: list[str], width: int) -> str | None:
+    if len(fields) > width:
+        return f"expected {width} fields, saw {len(fields)}"
+    for position, raw in enumerate(fields, start=1):
+        value = raw.strip().strip('"')
+        if value in _NA_STRINGS:
+            continue
+        try:
+            float(value)
+        except ValueError:
+            return f"column {position} value '{value[:20]}' is not a number"
+    return None
+
+
+def _read_csv(files: list[Path], root: Path, csv_weights: bool) -> DataSet | None:
+    delimiter = sniff_delimiter(files)
+    arrays: list[np.ndarray] = []
+    parts: list[Part] = []
+    rows = 0
+    for path in files:
+        array = _read_csv_file(path, root, delimiter)
+        if array.shape[0] == 0:
+            continue
+        if arrays and array.shape[1] != arrays[0].shape[1]:
+            raise UserError(
+                f"Failed to load csv data with exception:\nfile '{display_name(path, root)}' has "
+                f"{array.shape[1]} columns but file '{display_name(parts[0].path, root)}' has "
+                f"{arrays[0].shape[1]}; all files of a channel must have the same columns."
+            )
+        arrays.append(array)
+        parts.append(Part(path, rows, array.shape[0]))
+        rows += array.shape[0]
+    if not arrays:
+        return None
+    # One copy for all files; a single file is used as parsed.
+    table = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    del arrays
+    first_feature = 2 if csv_weights else 1
+    if table.shape[1] < first_feature:
+        what = "a label and a weight column" if csv_weights else "a label column"
+        raise UserError(
+            f"CSV data in '{root.name}' has {table.shape[1]} column(s); expected at least {what}."
+        )
+    labels = np.ascontiguousarray(table[:, 0])
+    weights = np.ascontiguousarray(table[:, 1]) if csv_weights else None
+    data = DataSet(table[:, first_feature:], labels, weights, parts=parts, fmt=CSV, root=root)
+    _check_finite(data, data.weights, "instance weight")
+    return data
+
+
+# ---------------------------------------------------------------- libsvm
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True
+_COLON_TO_SPACE = bytes.maketrans(b":", b" ")
+_MAX_INDEX = 2**31 - 2
+
+
+@dataclass
+class _SparseRows:
+    labels: np.ndarray
+    weights: np.ndarray | None
+    qid: np.ndarray | None
+    counts: np.ndarray  # features per row
+    indices: np.ndarray
+    values: np.ndarray
+
+
+def _chunks(path: Path, size: int) -> Iterator[tuple[bytes, int]]:
+    """``(bytes, number of the chunk's first line)`` pieces of a file, cut after a newline."""
+    line = 1
+    rest = b""
+    with path.open("rb") as fh:
+        while True:
+            block = fh.read(size)
+            if not block:
+                if rest.strip():
+                    yield rest + b"\n", line
+                return
+            data = rest + block
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                rest = data
+                continue
+            chunk, rest = data[: cut + 1], data[cut + 1 :]
+            yield chunk, line
+            line += chunk.count(b"\n")
+
+
+class _LibsvmChunk:
+    """Vectorised parse of whole lines of libsvm text.
+
+    Tokens are found with numpy masks over the bytes; colons are turned into
+    spaces so that one ``np.fromstring`` call converts every number. Knowing
+    which token holds a colon (and which is a ``qid:``), the flat number
+    array is cut back into labels, weights, groups and (index, value) pairs.
+    """
+
+    def __init__(self, buf: bytes, fail: Callable[[int, str], UserError]) -> None:
+        self.buf = buf
+        self.fail = fail  # (line offset in chunk, detail) -> error
+        a = np.frombuffer(buf, dtype=np.uint8)
+        ws = _WHITESPACE[a]
+        starts_mask = ~ws
+        starts_mask[1:] &= ws[:-1]
+        self.starts = np.flatnonzero(starts_mask)
+        self.tok_line = np.searchsorted(np.flatnonzero(a == 10), self.starts)
+        self.colon_pos = np.flatnonzero(a == 58)
+
+    def parse(self) -> _SparseRows:
+        n_tok = self.starts.size
+        first = np.ones(n_tok, dtype=bool)
+        first[1:] = self.tok_line[1:] != self.tok_line[:-1]
+        has_colon = self._colon_tokens(n_tok)
+        is_qid, qid_pos = self._qid_tokens(n_tok)
+        self._check_structure(first, has_colon, is_qid)
+        per_token = np.where(first, 1 + has_colon, np.where(is_qid, 1, 2))
+        flat = self._numbers(qid_pos, int(per_token.sum()))
+        offset = np.cumsum(per_token) - per_token
+        return self._assemble(flat, offset, first, has_colon, is_qid)
+
+    def _colon_tokens(self, n_tok: int) -> np.ndarray:
+        owner = np.searchsorted(self.starts, self.colon_pos, side="right") - 1
+        repeated = np.flatnonzero(owner[1:] == owner[:-1])
+        if repeated.size:
+            raise self.fail(int(self.tok_line[owner[repeated[0]]]), "a token has more than one ':'")
+        has_colon = np.zeros(n_tok, dtype=bool)
+        has_colon[owner] = True
+        return has_colon
+
+    def _qid_tokens(self, n_tok: int) -> tuple[np.ndarray, np.ndarray]:
+        is_qid = np.zeros(n_tok, dtype=bool)
+        if b"qid:" not in self.buf:
+            return is_qid, np.empty(0, dtype=np.int64)
+        a = np.frombuffer(self.buf, dtype=np.uint8)
+        q = np.flatnonzero(a[:-3] == ord("q"))
+        q = q[(a[q + 1] == ord("i")) & (a[q + 2] == ord("d")) & (a[q + 3] == ord(":"))]
+        token = np.searchsorted(self.starts, q)
+        inside = (token >= n_tok) | (self.starts[np.minimum(token, n_tok - 1)] != q)
+        if inside.any():
+            line = int(self.tok_line[np.searchsorted(self.starts, q[inside][0], side="right") - 1])
+            raise self.fail(line, "'qid:' inside a token")
+        is_qid[token] = True
+        return is_qid, q
+
+    def _check_structure(self, first: np.ndarray, has_colon: np.ndarray, is_qid: np.ndarray) -> None:
+        second = np.zeros_like(first)
+        second[1:] = first[:-1] & ~first[1:]
+        bad_qid = is_qid & ~second
+        if bad_qid.any():
+            raise self.fail(self._line_of(bad_qid), "'qid:<id>' must directly follow the label")
+        bare = ~first & ~is_qid & ~has_colon
+        if bare.any():
+            raise self.fail(self._line_of(bare), "a feature is not written as <index>:<value>")
+
+    def _line_of(self, mask: np.ndarray) -> int:
+        return int(self.tok_line[np.flatnonzero(mask)[0]])
+
+    def _numbers(self, qid_pos: np.ndarray, expected: int) -> np.ndarray:
+        text = self.buf.translate(_COLON_TO_SPACE)
+        if qid_pos.size:
+            mutable = np.frombuffer(bytearray(text), dtype=np.uint8)
+            mutable[(qid_pos[:, None] + np.arange(3)).ravel()] = 32
+            text = mutable.tobytes()
+        try:
+            flat = np.fromstring(text, dtype=np.float64, sep=" ")
+        except ValueError:
+            flat = None
+        if flat is None or flat.size != expected:
+            raise self.fail(-1, "a value is not a number")
+        return flat
+
+    def _assemble(
+        self,
+        flat: np.ndarray,
+        offset: np.ndarray,
+        first: np.ndarray,
+        has_colon: np.ndarray,
+        is_qid: np.ndarray,
+    ) -> _SparseRows:
+        row_start = offset[first]
+        labels = flat[row_start].astype(np.float32)
+        weighted = has_colon[first]
+        weights = None
+        if weighted.any():
+            after_label = flat[np.minimum(row_start + 1, flat.size - 1)]
+            weights = np.where(weighted, after_label, 1.0).astype(np.float32)
+        qid = None
+        if is_qid.any():
+            if int(is_qid.sum()) != labels.size:
+                no_qid = first & ~np.roll(is_qid, -1)
+                raise self.fail(self._line_of(no_qid), "some lines have 'qid:' and some not")
+            qid = flat[offset[is_qid]].astype(np.int64)
+        feature = ~first & ~is_qid
+        index = flat[offset[feature]]
+        bad = (index < 0) | (index > _MAX_INDEX) | (index != np.floor(index))
+        if bad.any():
+            where = self._line_of(_scatter(feature, bad))
+            raise self.fail(where, "feature index is not an integer >= 0")
+        row_of_token = np.cumsum(first) - 1
+        counts = np.bincount(row_of_token[feature], minlength=labels.size)
+        return _SparseRows(
+            labels, weights, qid, counts, index.astype(np.int32), flat[offset[feature] + 1].astype(np.float32)
+        )
+
+
+def _scatter(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A full-length boolean array holding ``values`` at the positions where ``mask`` is set."""
+    out = np.zeros_like(mask)
+    out[np.flatnonzero(mask)] = values
+    return out
+
+
+def _libsvm_line_problem(line: str) -> str | None:
+    """What is wrong with one libsvm line (slow path for error messages)."""
+    tokens = line.split()
+    if not tokens:
+        return None
+    head = tokens[0].split(":")
+    if len(head) > 2 or not all(_is_number(x) for x in head):
+        return f"label '{tokens[0][:20]}' is not <label> or <label>:<weight>"
+    body = tokens[2:] if len(tokens) > 1 and tokens[1].startswith("qid:") else tokens[1:]
+    for token in body:
+        index, colon, value = token.partition(":")
+        if not colon or ":" in value or not _is_number(value):
+            return f"'{token[:20]}' is not <index>:<value>"
+        if not index.isdigit():
+            return f"feature index in '{token[:20]}' is not an integer >= 0"
+    return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_libsvm_file(path: Path, root: Path) -> list[_SparseRows]:
+    pieces = []
+    for chunk, first_line in _chunks(path, LIBSVM_CHUNK_BYTES):
+
+        def fail(offset: int, detail: str, chunk: bytes = chunk, first_line: int = first_line) -> UserError:
+            return _libsvm_error(path, root, chunk, first_line, offset, detail)
+
+        pieces.append(_LibsvmChunk(chunk, fail).parse())
+    return pieces
+
+
+def _libsvm_error(
+    path: Path, root: Path, chunk: bytes, first_line: int, offset: int, detail: str
+) -> UserError:
+    lines = chunk.decode("utf-8", errors="replace").split("\n")
+    if offset < 0:  # the vectorised pass only knows that some number was bad: find it
+        offset = next((i for i, line in enumerate(lines) if _libsvm_line_problem(line)), 0)
+        detail = _libsvm_line_problem(lines[offset]) or detail
+    return _format_error(LIBSVM, path, root, first_line + offset, lines[offset], detail)
+
+
+def _read_libsvm(files: list[Path], root: Path, csv_weights: bool) -> DataSet | None:
+    pieces: list[_SparseRows] = []
+    parts: list[Part] = []
+    rows = 0
+    for path in files:
+        file_pieces = [p for p in _parse_libsvm_file(path, root) if p.labels.size]
+        n = sum(p.labels.size for p in file_pieces)
+        if n:
+            parts.append(Part(path, rows, n))
+            rows += n
+            pieces.extend(file_pieces)
+    if not pieces:
+        return None
+    return _sparse_data_set(pieces, parts, root)
+
+
+def _sparse_data_set(pieces: list[_SparseRows], parts: list[Part], root: Path) -> DataSet:
+    if len({p.qid is None for p in pieces}) > 1:
+        raise UserError(f"Failed to load libsvm data with exception:\nsome files in '{root.name}' have "
+                        "'qid:' and some do not.")
+    indices = np.concatenate([p.indices for p in pieces])
+    n_features = int(indices.max()) + 1 if indices.size else 0
+    counts = np.concatenate([p.counts for p in pieces])
+    rows = int(counts.size)
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    matrix = sp.csr_matrix(
+        (np.concatenate([p.values for p in pieces]), indices, indptr), shape=(rows, n_features)
+    )
+    labels = np.concatenate([p.labels for p in pieces])
+    weights = None
+    if any(p.weights is not None for p in pieces):
+        weights = np.concatenate(
+            [p.weights if p.weights is not None else np.ones_like(p.labels) for p in pieces]
+        )
+    qid = np.concatenate([p.qid for p in pieces]) if pieces[0].qid is not None else None
+    data = DataSet(matrix, labels, weights, qid, parts=parts, fmt=LIBSVM, root=root)
+    _check_finite(data, data.weights, "instance weight")
+    return data
+
+
+# ---------------------------------------------------------------- parquet
+
+
+def _read_parquet(files: list[Path], root: Path, csv_weights: bool) -> DataSet | None:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise UserError("Parquet input needs the pyarrow package, which this server lacks.") from exc
+    arrays: list[np.ndarray] = []
+    parts: list[Part] = []
+    rows = 0
+    for path in files:
+        try:
+            array = pq.read_table(path).to_pandas().to_numpy(dtype=np.float32)
+        except Exception as exc:  # pyarrow raises many types for a bad file
+            raise _load_error(PARQUET, path, root, exc) from None
+        if array.shape[0]:
+            arrays.append(array)
+            parts.append(Part(path, rows, array.shape[0]))
+            rows += array.shape[0]
+    if not arrays:
+        return None
+    table = arrays[0] if len(arrays) == 1 else _concat_same_width(arrays, parts, root, PARQUET)
+    return DataSet(table[:, 1:], np.ascontiguousarray(table[:, 0]), parts=parts, fmt=PARQUET, root=root)
+
+
+def _concat_same_width(arrays: list[np.ndarray], parts: list[Part], root: Path, fmt: str) -> np.ndarray:
+    widths = {a.shape[1] for a in arrays}
+    if len(widths) > 1:
+        raise UserError(
+            f"Failed to load {fmt} data with exception:\nfiles in '{root.name}' have different numbers "
+            f"of columns: {sorted(widths)}"
+        )
+    return np.concatenate(arrays)
+
+
+# ---------------------------------------------------------------- recordio-protobuf
+
+def _read_recordio(files: list[Path], root: Path, csv_weights: bool) -> DataSet | None:
+    pieces: list[_SparseRows] = []
+    parts: list[Part] = []
+    rows = 0
+    for path in files:
+        try:
+            records = recordio.read_file(path)
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise _load_error(RECORDIO_PROTOBUF, path, root, exc) from None
+        piece = _SparseRows(records.labels, None, None, records.counts, records.indices, records.values)
+        if piece.labels.size:
+            pieces.append(piece)
+            parts.append(Part(path, rows, piece.labels.size))
+            rows += piece.labels.size
+    if not pieces:
+        return None
+    data = _sparse_data_set(pieces, parts, root)
+    data.fmt = RECORDIO_PROTOBUF
+    return _densify_if_full(data)
+
+
+def _densify_if_full(data: DataSet) -> DataSet:
+    """Dense records come back as a dense matrix, like SageMaker's reader gives them."""
+    f = data.features
+    if f.nnz == f.shape[0] * f.shape[1]:
+        data.features = f.toarray()
+    return data
+
+
+_READERS: dict[str, Callable[[list[Path], Path, bool], DataSet | None]] = {
+    CSV: _read_csv,
+    LIBSVM: _read_libsvm,
+    PARQUET: _read_parquet,
+    RECORDIO_PROTOBUF: _read_recordio,
+}
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _check_finite(data: DataSet, column: np.ndarray | None, what: str) -> None:
+    if column is None:
+        return
+    bad = np.flatnonzero(~np.isfinite(column))
+    if bad.size:
+        row = int(bad[0])
+        raise UserError(f"Missing or invalid {what} ({column[row]}) on {data.locate(row)}.")
+
+
+#: objective -> (test on labels, what the rule says) for objectives with a restricted label range.
+_LABEL_RULES: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "binary:logistic": (lambda y: (y >= 0) & (y <= 1), "label must be in [0,1] for logistic regression"),
+    "reg:logistic": (lambda y: (y >= 0) & (y <= 1), "label must be in [0,1] for logistic regression"),
+    "binary:logitraw": (lambda y: (y >= 0) & (y <= 1), "label must be in [0,1] for binary classification"),
+    "binary:hinge": (lambda y: (y >= 0) & (y <= 1), "label must be in [0,1] for binary classification"),
+    "count:poisson": (lambda y: y >= 0, "label must be nonnegative for Poisson regression"),
+    "reg:tweedie": (lambda y: y >= 0, "label must be nonnegative for Tweedie regression"),
+    "reg:gamma": (lambda y: y > 0, "label must be positive for gamma regression"),
+    "reg:squaredlogerror": (lambda y: y > -1, "label must be greater than -1 for rmsle regression"),
+}
+
+
+def validate_labels(data: DataSet, objective: str | None, num_class: int | None) -> None:
+    """Reject labels the objective cannot use, naming the first bad line."""
+    labels = data.labels
+    _check_finite(data, labels, "label")
+    rule = _LABEL_RULES.get(objective or "")
+    if objective in ("multi:softmax", "multi:softprob") and num_class:
+        ok = (labels >= 0) & (labels < num_class) & (labels == np.floor(labels))
+        text = f"label must be in [0, num_class) with num_class={num_class}"
+    elif rule is not None:
+        ok, text = rule[0](labels), rule[1]
+    else:
+        return
+    bad = np.flatnonzero(~ok)
+    if bad.size:
+        row = int(bad[0])
+        where = data.locate(row)
+        raise UserError(f"Invalid label {labels[row]:g} on {where}: {text} (objective {objective}).")

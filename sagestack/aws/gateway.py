@@ -1,0 +1,337 @@
+"""The ASGI entry point for every AWS call: route, authenticate, parse, dispatch, serialize.
+
+One generic path serves every service and protocol. Nothing here knows an
+operation by name: services are found by request shape, operations by the
+service model, handlers by the registry in :mod:`sagestack.services`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from anyio import to_thread
+from botocore.model import OperationModel
+
+from sagestack.aws import sigv4
+from sagestack.aws.catalog import VALIDATION_CODES, Route, ServiceCatalog
+from sagestack.aws.errors import AwsError, internal_error
+from sagestack.aws.http import BodyStream, HttpRequest, HttpResponse
+from sagestack.aws.protocols import json as json_protocol
+from sagestack.aws.protocols import query as query_protocol
+from sagestack.aws.protocols import rest as rest_protocol
+from sagestack.aws.validation import format_errors, validate
+from sagestack.identity import CredentialStore
+from sagestack.services import RequestContext, lookup
+
+log = logging.getLogger("sagestack.access")
+errlog = logging.getLogger("sagestack.errors")
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+#: Bodies of non-streaming requests are read into memory up to this size.
+MAX_BUFFERED_BODY = 64 * 1024 * 1024
+_FAMILY = {"json": "json", "query": "query", "rest-json": "rest-json", "rest-xml": "s3"}
+
+
+@dataclass
+class _Call:
+    """Everything known about one request as it moves through the gateway."""
+
+    request: HttpRequest
+    request_id: str
+    route: Route | None = None
+    operation: OperationModel | None = None
+    labels: dict[str, str] | None = None
+    form: dict[str, str] | None = None
+
+
+class Gateway:
+    def __init__(self, catalog: ServiceCatalog, credentials: CredentialStore, platform: Any,
+                 virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
+        self.catalog = catalog
+        self.credentials = credentials
+        self.platform = platform
+        self.virtual_host_suffixes = virtual_host_suffixes
+
+    # ------------------------------------------------------------ ASGI
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        call = _Call(self._request_of(scope), uuid.uuid4().hex.upper()[:20])
+        try:
+            response = await self._handle(call, receive)
+        except AwsError as error:
+            response = self._error_response(call, error)
+        except Exception:
+            errlog.exception("request %s failed", call.request_id)
+            response = self._error_response(call, internal_error(call.request_id))
+        await _send(send, response, head=call.request.method == "HEAD")
+        if log.isEnabledFor(logging.INFO):
+            # Path only: query strings can carry presigned credentials.
+            log.info("%s %s %s %s %.1fms", call.request.method, call.request.raw_path, response.status,
+                     call.operation.name if call.operation else "-", (time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    def _request_of(scope: dict[str, Any]) -> HttpRequest:
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        return HttpRequest(
+            method=scope["method"],
+            raw_path=raw_path.decode("latin-1").split("?", 1)[0],
+            query_string=scope.get("query_string", b"").decode("latin-1"),
+            headers=headers,
+        )
+
+    # ------------------------------------------------------------ pipeline
+    async def _handle(self, call: _Call, receive: Any) -> HttpResponse:
+        request = call.request
+        self._route(call)
+        signed = self._signed_request(call)
+        streaming = self._is_streaming(call)
+        if not streaming:
+            request.body = await _read_body(receive)
+            if call.route is None or call.route.protocol == "query":
+                call.form = query_protocol.form_params(request)
+                call.route = self.catalog.route(request, call.form) or call.route
+        credential = self._authenticate(call, signed, streaming, receive)
+        route = call.route
+        if route is None:
+            raise AwsError("InvalidAction", "The action or operation requested is not valid.", 400)
+        operation = self._operation(call)
+        params = self._parse(call)
+        errors = validate(operation.input_shape, params)
+        if errors:
+            raise AwsError(VALIDATION_CODES[route.service], format_errors(errors), 400)
+        handler = lookup(route.service, operation.name)
+        if handler is None:
+            raise AwsError(
+                "UnsupportedOperation",
+                f"sagestack does not implement the {route.service} operation {operation.name}.",
+                400,
+            )
+        ctx = RequestContext(
+            service=route.service,
+            operation=operation.name,
+            region=signed.region if signed else self.platform.region,
+            request_id=call.request_id,
+            principal=credential.principal,
+            platform=self.platform,
+            user_agent=request.headers.get("user-agent", ""),
+        )
+        if inspect.iscoroutinefunction(handler):
+            result = await handler(ctx, params)
+        else:
+            result = await to_thread.run_sync(handler, ctx, params)
+        return self._serialize(call, result)
+
+    def _route(self, call: _Call) -> None:
+        request = call.request
+        if self.catalog.is_query_request(request):
+            call.route = Route("", "query")  # service known once the form is read
+            return
+        call.route = self.catalog.route(request)
+        if call.route and call.route.protocol == "rest-xml":
+            self._apply_virtual_host(request)
+
+    def _apply_virtual_host(self, request: HttpRequest) -> None:
+        """``<bucket>.localhost:port/key`` is the same as ``localhost:port/<bucket>/key``."""
+        host = request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else ""
+        for suffix in self.virtual_host_suffixes:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                bucket = host[: -len(suffix)]
+                request.signed_path = request.raw_path
+                request.raw_path = "/" + bucket + (request.raw_path if request.raw_path != "/" else "")
+                return
+
+    def _operation(self, call: _Call) -> OperationModel:
+        if call.operation is not None:
+            return call.operation
+        route = call.route
+        assert route is not None
+        model = self.catalog.model(route.service)
+        request = call.request
+        if route.protocol == "json":
+            name = json_protocol.operation_name(request)
+        elif route.protocol == "query":
+            name = (call.form or {}).get("Action")
+        else:
+            matched = rest_protocol.match_operation(model, request)
+            if matched is None:
+                raise _no_route_error(route)
+            name, call.labels = matched
+        if not name or name not in model.operation_names:
+            raise AwsError("InvalidAction", f"The action {name} is not valid for this web service.", 400)
+        call.operation = model.operation_model(name)
+        return call.operation
+
+    def _is_streaming(self, call: _Call) -> bool:
+        """Only rest operations whose payload is a streaming blob read the body lazily."""
+        route = call.route
+        if route is None or route.protocol != "rest-xml":
+            return False
+        operation = self._operation(call)
+        shape = operation.input_shape
+        payload = shape.serialization.get("payload") if shape is not None else None
+        return bool(payload and shape.members[payload].serialization.get("streaming"))
+
+    def _parse(self, call: _Call) -> dict[str, Any]:
+        route, operation, request = call.route, call.operation, call.request
+        assert route is not None and operation is not None
+        if route.protocol == "json":
+            return json_protocol.parse(operation, request)
+        if route.protocol == "query":
+            return query_protocol.parse(operation, request, call.form or {})
+        return rest_protocol.parse(operation, request, call.labels or {}, route.protocol == "rest-xml")
+
+    def _serialize(self, call: _Call, result: dict[str, Any] | None) -> HttpResponse:
+        route, operation = call.route, call.operation
+        assert route is not None and operation is not None
+        if route.protocol == "json":
+            return json_protocol.serialize(operation, result, call.request_id)
+        if route.protocol == "query":
+            return query_protocol.serialize(operation, result, call.request_id)
+        return rest_protocol.serialize(operation, result, call.request_id, route.protocol == "rest-xml")
+
+    def _error_response(self, call: _Call, error: AwsError) -> HttpResponse:
+        route = call.route
+        service = route.service if route and route.service else "sts"
+        model = self.catalog.model(service)
+        protocol = route.protocol if route else "query"
+        if protocol == "json":
+            return json_protocol.serialize_error(model, error, call.request_id)
+        if protocol == "query":
+            return query_protocol.serialize_error(model, error, call.request_id)
+        return rest_protocol.serialize_error(
+            model, error, call.request_id, protocol == "rest-xml", call.request.method == "HEAD"
+        )
+
+    # ------------------------------------------------------------ authentication
+    def _signed_request(self, call: _Call) -> sigv4.SignedRequest | None:
+        request = call.request
+        try:
+            return sigv4.parse(request.method, _signed_path(request), request.query_string, request.headers)
+        except sigv4.AuthFailure as failure:
+            raise sigv4.to_aws_error(failure, self._family(call)) from None
+
+    def _family(self, call: _Call) -> str:
+        return _FAMILY[call.route.protocol] if call.route else "query"
+
+    def _authenticate(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
+                      receive: Any) -> Any:
+        family = self._family(call)
+        try:
+            return self._check_signature(call, signed, streaming, receive)
+        except sigv4.AuthFailure as failure:
+            raise sigv4.to_aws_error(failure, family) from None
+
+    def _check_signature(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
+                         receive: Any) -> Any:
+        request = call.request
+        if signed is None:
+            raise sigv4.AuthFailure(sigv4.AuthFailureKind.MISSING, "no authentication")
+        credential = self.credentials.lookup(signed.access_key_id)
+        if credential is None or not credential.active:
+            raise sigv4.AuthFailure(sigv4.AuthFailureKind.UNKNOWN_KEY, signed.access_key_id)
+        now = datetime.now(UTC)
+        if credential.session_token is not None:
+            if signed.session_token != credential.session_token:
+                raise sigv4.AuthFailure(sigv4.AuthFailureKind.BAD_TOKEN, "session token mismatch")
+            if credential.expiration is not None and credential.expiration <= now:
+                raise sigv4.AuthFailure(sigv4.AuthFailureKind.EXPIRED_TOKEN, "session expired")
+        elif signed.session_token:
+            raise sigv4.AuthFailure(sigv4.AuthFailureKind.BAD_TOKEN, "unexpected session token")
+        payload_hash = None if streaming else hashlib.sha256(request.body).hexdigest()
+        signing_key = sigv4.verify(
+            signed, request.method, _signed_path(request), request.query_string, request.headers,
+            credential.secret_access_key, now, self._family(call), payload_hash=payload_hash,
+        )
+        if payload_hash is not None:
+            sigv4.check_payload_hash(signed, payload_hash)
+        if streaming:
+            request.stream = _body_stream(request, signed, signing_key, receive)
+        return credential
+
+
+def _signed_path(request: HttpRequest) -> str:
+    return request.signed_path or request.raw_path
+
+
+def _is_hex_digest(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _no_route_error(route: Route) -> AwsError:
+    if route.protocol == "rest-xml":
+        return AwsError("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
+    return AwsError("UnknownOperationException", "No operation matches this request.", 404)
+
+
+async def _read_body(receive: Any) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise AwsError("IncompleteBody", "The request body terminated unexpectedly", 400)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BUFFERED_BODY:
+            raise AwsError("RequestEntityTooLarge", "The request body is too large.", 413)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _body_stream(request: HttpRequest, signed: sigv4.SignedRequest, signing_key: bytes,
+                 receive: Any) -> BodyStream:
+    """Wrap the body in the decoding and verification its x-amz-content-sha256 calls for."""
+    from sagestack.aws import chunked
+
+    declared = signed.content_sha256 or "UNSIGNED-PAYLOAD"
+    length = request.headers.get("x-amz-decoded-content-length") or request.headers.get("content-length")
+    declared_length = int(length) if length and length.isdigit() else None
+    decoder = chunked.decoder_for_request(signed, signing_key, request.headers)
+    if decoder is not None:
+        return BodyStream(receive, decoder.feed, decoder.finish, declared_length)
+    if _is_hex_digest(declared):
+        digest = hashlib.sha256()
+
+        def feed(chunk: bytes) -> bytes:
+            digest.update(chunk)
+            return chunk
+
+        def finish() -> dict[str, str]:
+            if digest.hexdigest() != declared:
+                raise sigv4.to_aws_error(
+                    sigv4.AuthFailure(sigv4.AuthFailureKind.PAYLOAD_HASH_MISMATCH, declared), "s3")
+            return {}
+
+        return BodyStream(receive, feed, finish, declared_length)
+    return BodyStream(receive, None, None, declared_length)
+
+
+async def _send(send: Any, response: HttpResponse, head: bool) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    body = response.body
+    if isinstance(body, bytes | bytearray):
+        if not any(k == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else bytes(body)})
+        return
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    if not head:
+        async for chunk in body:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})

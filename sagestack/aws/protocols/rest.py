@@ -1,0 +1,349 @@
+"""REST protocols (rest-json, rest-xml): operations addressed by method, URI and query.
+
+An operation is found by matching the request against every ``requestUri``
+template of the service model; when several match (S3's PutObject, CopyObject
+and UploadPart share ``PUT /{Bucket}/{Key+}``), the most specific wins: literal
+query keys first, then required query and header members present.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+from botocore.model import OperationModel, ServiceModel, Shape
+
+from sagestack.aws.errors import AwsError
+from sagestack.aws.http import HttpRequest, HttpResponse
+from sagestack.aws.protocols import json as json_protocol
+from sagestack.aws.protocols import xml as xml_protocol
+from sagestack.aws.values import WireValueError, scalar_to_text, text_to_scalar
+
+#: Root element names of rest-xml bodies, by output shape name, per service.
+#: (The model does not carry them; botocore ignores the root when parsing.)
+_XML_ROOTS: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def register_xml_roots(service_name: str, namespace: str, roots: dict[str, str]) -> None:
+    """Let a rest-xml service name the root elements of its response bodies."""
+    _XML_ROOTS[service_name] = (namespace, roots)
+
+
+# ---------------------------------------------------------------- routing
+
+
+@dataclass(frozen=True)
+class _Route:
+    operation: str
+    method: str
+    segments: tuple[str, ...]
+    literal_query: tuple[tuple[str, str | None], ...]
+    required_query: tuple[str, ...]
+    required_headers: tuple[str, ...]
+
+    def score(self) -> int:
+        literal_segments = sum(1 for s in self.segments if not s.startswith("{"))
+        return (
+            len(self.literal_query) * 1000
+            + (len(self.required_query) + len(self.required_headers)) * 10
+            + literal_segments
+        )
+
+
+def _route_of(op: OperationModel) -> _Route:
+    uri = op.http.get("requestUri", "/")
+    path, _, query = uri.partition("?")
+    literal = []
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        literal.append((key, value if eq else None))
+    required_query, required_headers = [], []
+    shape = op.input_shape
+    if shape is not None:
+        for name in shape.required_members:
+            member = shape.members[name]
+            location = member.serialization.get("location")
+            if location == "querystring":
+                required_query.append(member.serialization.get("name", name))
+            elif location == "header":
+                required_headers.append(member.serialization.get("name", name).lower())
+    return _Route(
+        op.name,
+        op.http.get("method", "POST"),
+        tuple(filter(None, path.split("/"))),
+        tuple(literal),
+        tuple(required_query),
+        tuple(required_headers),
+    )
+
+
+@lru_cache(maxsize=32)
+def _routes(service: ServiceModel) -> list[_Route]:
+    routes = [_route_of(service.operation_model(name)) for name in service.operation_names]
+    return sorted(routes, key=lambda r: -r.score())
+
+
+def _match_path(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    labels: dict[str, str] = {}
+    for index, template in enumerate(segments):
+        if template.endswith("+}"):
+            rest = "/".join(parts[index:])
+            if not rest:
+                return None
+            labels[template[1:-2]] = unquote(rest)
+            return labels
+        if index >= len(parts):
+            return None
+        if template.startswith("{"):
+            if not parts[index]:
+                return None
+            labels[template[1:-1]] = unquote(parts[index])
+        elif template != parts[index]:
+            return None
+    return labels if len(parts) == len(segments) else None
+
+
+def _path_parts(raw_path: str) -> list[str]:
+    path = raw_path[1:] if raw_path.startswith("/") else raw_path
+    return path.split("/") if path else []
+
+
+def match_operation(service: ServiceModel, request: HttpRequest) -> tuple[str, dict[str, str]] | None:
+    """Return (operation name, URI labels) for the request, or None."""
+    parts = _path_parts(request.raw_path)
+    trimmed = parts[:-1] if parts and parts[-1] == "" else parts
+    for route in _routes(service):
+        if route.method != request.method:
+            continue
+        if any(
+            key not in request.query or (value is not None and request.query_value(key) != value)
+            for key, value in route.literal_query
+        ):
+            continue
+        if any(name not in request.query for name in route.required_query):
+            continue
+        if any(name not in request.headers for name in route.required_headers):
+            continue
+        labels = _match_path(route.segments, parts)
+        if labels is None and trimmed is not parts:
+            labels = _match_path(route.segments, trimmed)
+        if labels is not None:
+            return route.operation, labels
+    return None
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def parse(
+    operation: OperationModel, request: HttpRequest, labels: dict[str, str], is_xml: bool
+) -> dict[str, Any]:
+    shape = operation.input_shape
+    if shape is None:
+        return {}
+    params: dict[str, Any] = {}
+    try:
+        for name, member in shape.members.items():
+            value = _parse_located(member, name, request, labels)
+            if value is not None:
+                params[name] = value
+        params.update(_parse_body(shape, request, is_xml))
+    except WireValueError as exc:
+        raise AwsError("InvalidArgument" if is_xml else "ValidationError", str(exc), 400) from exc
+    return params
+
+
+def _parse_located(member: Shape, name: str, request: HttpRequest, labels: dict[str, str]) -> Any:
+    location = member.serialization.get("location")
+    wire_name = member.serialization.get("name", name)
+    if location == "uri":
+        raw = labels.get(wire_name)
+        return None if raw is None else text_to_scalar(raw, member.type_name)
+    if location == "querystring":
+        return _parse_query_member(member, wire_name, request)
+    if location == "header":
+        raw = request.headers.get(wire_name.lower())
+        return None if raw is None else _parse_header(member, raw)
+    if location == "headers":
+        prefix = wire_name.lower()
+        return {k[len(prefix) :]: v for k, v in request.headers.items() if k.startswith(prefix)} or None
+    return None
+
+
+def _parse_query_member(member: Shape, wire_name: str, request: HttpRequest) -> Any:
+    if member.type_name == "map":
+        return {k: v[0] for k, v in request.query.items()} or None
+    values = request.query.get(wire_name)
+    if values is None:
+        return None
+    if member.type_name == "list":
+        return [text_to_scalar(v, member.member.type_name) for v in values]
+    fmt = member.serialization.get("timestampFormat", "iso8601")
+    return text_to_scalar(values[0], member.type_name, fmt)
+
+
+def _parse_header(member: Shape, raw: str) -> Any:
+    if member.serialization.get("jsonvalue"):
+        return json.loads(base64.b64decode(raw))
+    if member.type_name == "list":
+        return [text_to_scalar(v.strip(), member.member.type_name) for v in raw.split(",")]
+    fmt = member.serialization.get("timestampFormat", "rfc822")
+    return text_to_scalar(raw, member.type_name, fmt)
+
+
+def _parse_body(shape: Shape, request: HttpRequest, is_xml: bool) -> dict[str, Any]:
+    payload = shape.serialization.get("payload")
+    if payload:
+        member = shape.members[payload]
+        if member.type_name in ("blob", "string"):
+            if request.stream is not None:
+                return {payload: request.stream}
+            body = request.body if member.type_name == "blob" else request.body.decode("utf-8", "replace")
+            return {payload: body}
+        if not request.body.strip():
+            return {}
+        return {payload: _parse_document(member, request.body, is_xml)}
+    body_members = [n for n, m in shape.members.items() if "location" not in m.serialization]
+    if not body_members or not request.body.strip():
+        return {}
+    return _parse_document(shape, request.body, is_xml)
+
+
+def _parse_document(shape: Shape, body: bytes, is_xml: bool) -> Any:
+    if is_xml:
+        return xml_protocol.read_element(shape, xml_protocol.parse_document(body))
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise WireValueError(f"Could not parse the request body as JSON: {exc}") from exc
+    return json_protocol.from_json(shape, document, "")
+
+
+# ---------------------------------------------------------------- serializing
+
+
+def serialize(
+    operation: OperationModel, result: dict[str, Any] | None, request_id: str, is_xml: bool
+) -> HttpResponse:
+    result = result or {}
+    shape = operation.output_shape
+    headers = _request_id_headers(request_id, is_xml)
+    status = 200
+    if shape is None:
+        return HttpResponse(status, headers, b"")
+    for name, member in shape.members.items():
+        value = result.get(name)
+        if value is None:
+            continue
+        location = member.serialization.get("location")
+        wire_name = member.serialization.get("name", name)
+        if location == "statusCode":
+            status = int(value)
+        elif location == "header":
+            headers.append((wire_name.lower(), _header_text(member, value)))
+        elif location == "headers":
+            headers.extend((wire_name.lower() + k.lower(), str(v)) for k, v in value.items())
+    body = _serialize_body(operation.service_model, shape, result, is_xml, headers)
+    return HttpResponse(status, headers, body)
+
+
+def _header_text(member: Shape, value: Any) -> str:
+    if member.serialization.get("jsonvalue"):
+        return base64.b64encode(json.dumps(value).encode()).decode()
+    if member.type_name == "list":
+        return ",".join(scalar_to_text(v, member.member.type_name) for v in value)
+    fmt = member.serialization.get("timestampFormat", "rfc822")
+    return scalar_to_text(value, member.type_name, fmt)
+
+
+def _serialize_body(
+    service: ServiceModel, shape: Shape, result: dict[str, Any], is_xml: bool, headers: list[tuple[str, str]]
+) -> bytes | AsyncIterator[bytes]:
+    payload = shape.serialization.get("payload")
+    if payload:
+        member = shape.members[payload]
+        value = result.get(payload)
+        if value is None:
+            return b""
+        if member.type_name in ("blob", "string"):
+            return value.encode() if isinstance(value, str) else value
+        if is_xml:
+            return _xml_payload(member, value, member.serialization.get("name", payload), headers)
+        _set_default(headers, "content-type", "application/json")
+        return json.dumps(json_protocol.to_json(member, value)).encode()
+    body_members = {n for n, m in shape.members.items() if "location" not in m.serialization}
+    present = {n: result[n] for n in body_members if result.get(n) is not None}
+    if is_xml:
+        if not present and not _XML_ROOTS.get(service.service_name, ("", {}))[1].get(shape.name):
+            return b""
+        return _xml_root_body(service, shape, present, headers)
+    _set_default(headers, "content-type", "application/json")
+    return json.dumps(json_protocol.to_json(shape, present)).encode()
+
+
+def _xml_payload(member: Shape, value: Any, name: str, headers: list[tuple[str, str]]) -> bytes:
+    out: list[str] = ['<?xml version="1.0" encoding="UTF-8"?>\n']
+    ns = member.serialization.get("xmlNamespace", {}).get("uri")
+    xml_protocol.write_element(out, member, value, name, ns)
+    _set_default(headers, "content-type", "application/xml")
+    return "".join(out).encode()
+
+
+def _xml_root_body(
+    service: ServiceModel, shape: Shape, present: dict[str, Any], headers: list[tuple[str, str]]
+) -> bytes:
+    namespace, roots = _XML_ROOTS.get(service.service_name, ("", {}))
+    root = roots.get(shape.name, shape.name.removesuffix("Output").removesuffix("Result"))
+    ns = f' xmlns="{namespace}"' if namespace else ""
+    _set_default(headers, "content-type", "application/xml")
+    out = ['<?xml version="1.0" encoding="UTF-8"?>\n']
+    only = shape.members.get(root)
+    if only is not None and len(present) <= 1 and only.type_name not in ("structure", "list", "map"):
+        # The single member *is* the root (e.g. S3's <LocationConstraint>).
+        text = scalar_to_text(present[root], only.type_name) if root in present else ""
+        out.append(f"<{root}{ns}>{escape(text)}</{root}>")
+        return "".join(out).encode()
+    out.append(f"<{root}{ns}>")
+    out.extend(xml_protocol.structure_body(shape, present))
+    out.append(f"</{root}>")
+    return "".join(out).encode()
+
+
+def _set_default(headers: list[tuple[str, str]], name: str, value: str) -> None:
+    if not any(k == name for k, _ in headers):
+        headers.append((name, value))
+
+
+def _request_id_headers(request_id: str, is_xml: bool) -> list[tuple[str, str]]:
+    if is_xml:
+        return [("x-amz-request-id", request_id), ("x-amz-id-2", request_id)]
+    return [("x-amzn-requestid", request_id)]
+
+
+def serialize_error(
+    service: ServiceModel, error: AwsError, request_id: str, is_xml: bool, is_head: bool
+) -> HttpResponse:
+    headers = _request_id_headers(request_id, is_xml)
+    headers.extend((k.lower(), v) for k, v in error.headers.items())
+    if is_xml:
+        headers.append(("content-type", "application/xml"))
+        if is_head:
+            return HttpResponse(error.status, headers, b"")
+        extra = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in error.extra.items())
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message>"
+            f"{extra}<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
+        ).encode()
+        return HttpResponse(error.status, headers, body)
+    headers.append(("content-type", "application/json"))
+    headers.append(("x-amzn-errortype", error.code))
+    document: dict[str, Any] = {"message": error.message}
+    document.update(error.extra)
+    return HttpResponse(error.status, headers, json.dumps(document).encode())

@@ -1,0 +1,96 @@
+"""``sagestack`` command line: ``server`` runs the platform, ``env`` points clients at it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from sagestack import __version__
+from sagestack.config import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_REGION, Settings, default_data_dir
+from sagestack.identity import read_credentials_file
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagestack", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sagestack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    server = commands.add_parser("server", help="run the platform in the foreground")
+    server.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: loopback only)")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT)
+    server.add_argument("--data-dir", type=Path, default=None, help="default: ./.sagestack or $SAGESTACK_DATA_DIR")
+    server.add_argument("--db", default=None, help="SQLAlchemy URL of the metadata store (default: SQLite)")
+    server.add_argument("--region", default=DEFAULT_REGION)
+    server.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed CA in the data dir)")
+    server.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain to serve")
+    server.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+
+    env = commands.add_parser("env", help="print export lines that point AWS clients at the server")
+    env.add_argument("--data-dir", type=Path, default=None)
+    return parser
+
+
+def _server(args: argparse.Namespace) -> int:
+    from sagestack.server import serve
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("sagestack: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    settings = Settings(
+        data_dir=args.data_dir or default_data_dir(),
+        host=args.host,
+        port=args.port,
+        db_url=args.db,
+        region=args.region,
+        tls=args.tls or args.tls_cert is not None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    serve(settings)
+    return 0
+
+
+def env_lines(data_dir: Path) -> list[str]:
+    settings = Settings(data_dir=data_dir)
+    if not settings.credentials_file.exists():
+        raise FileNotFoundError(
+            f"no credentials in {settings.data_dir}: start `sagestack server --data-dir {data_dir}` first"
+        )
+    creds = read_credentials_file(settings.credentials_file)
+    info: dict[str, str] = {}
+    if settings.address_file.exists():
+        info = json.loads(settings.address_file.read_text())
+    values = {
+        "AWS_ENDPOINT_URL": info.get("url", f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"),
+        "AWS_ACCESS_KEY_ID": creds["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": creds["aws_secret_access_key"],
+        "AWS_DEFAULT_REGION": info.get("region", creds.get("region", DEFAULT_REGION)),
+        "AWS_REGION": info.get("region", creds.get("region", DEFAULT_REGION)),
+    }
+    if info.get("ca_bundle"):
+        values["AWS_CA_BUNDLE"] = info["ca_bundle"]
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+
+
+def _env(args: argparse.Namespace) -> int:
+    try:
+        lines = env_lines(args.data_dir or default_data_dir())
+    except FileNotFoundError as exc:
+        print(f"sagestack: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "server":
+        return _server(args)
+    return _env(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,6 @@
+"""Every table of the metadata store, one module per concern.
+
+Importing this package registers all of them on ``Base.metadata``.
+"""
+
+from sagestack.db.models import identity, logs, metrics, objects, tags  # noqa: F401

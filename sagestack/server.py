@@ -1,0 +1,100 @@
+"""Start the platform: data dir, database, identity, services, then serve HTTP(S)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+from typing import Any
+
+import uvicorn
+
+from sagestack import services
+from sagestack.app import RootApp, internal_app
+from sagestack.aws.catalog import ServiceCatalog
+from sagestack.aws.gateway import Gateway
+from sagestack.config import Settings
+from sagestack.db import Database
+from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
+from sagestack.platform import Platform
+from sagestack.tls import ensure_certificate
+
+log = logging.getLogger("sagestack")
+
+
+def prepare(settings: Settings) -> Platform:
+    """Everything that must be true before the first request: idempotent, run at every start."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    db = Database(settings.database_url)
+    db.migrate()
+    if settings.database_url.startswith("sqlite:///"):
+        os.chmod(settings.database_url.removeprefix("sqlite:///"), 0o600)
+    account_id = ensure_installation(db)
+    key_id, secret = ensure_admin(db)
+    write_credentials_file(settings.credentials_file, key_id, secret, settings.region)
+    services.load_all()
+    for seed in services.seeders():
+        seed(db)
+    return Platform(settings=settings, db=db, account_id=account_id,
+                    credentials=CredentialStore(db, account_id))
+
+
+def build_app(platform: Platform) -> RootApp:
+    gateway = Gateway(ServiceCatalog(), platform.credentials, platform)
+
+    async def on_start() -> None:
+        _record_address(platform.settings)
+        log.info("sagestack ready at %s (data dir %s)", _url(platform.settings), platform.settings.data_dir)
+
+    async def on_stop() -> None:
+        platform.settings.address_file.unlink(missing_ok=True)
+        platform.db.dispose()
+
+    return RootApp(gateway, internal_app(on_start, on_stop))
+
+
+def _url(settings: Settings) -> str:
+    host = settings.host
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    if settings.tls and host == "127.0.0.1":
+        host = "localhost"  # the certificate names localhost; either works for IP SANs
+    return f"{settings.scheme}://{host}:{settings.port}"
+
+
+def _record_address(settings: Settings) -> None:
+    info: dict[str, Any] = {"url": _url(settings), "pid": os.getpid(), "region": settings.region}
+    if settings.tls:
+        info["ca_bundle"] = str(settings.tls_dir / "ca.pem") if settings.tls_cert is None else None
+    settings.address_file.write_text(json.dumps(info))
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sagestack.access").setLevel(logging.WARNING)
+    platform = prepare(settings)
+    ssl_kwargs: dict[str, Any] = {}
+    if settings.tls:
+        if settings.tls_cert and settings.tls_key:
+            cert, key = settings.tls_cert, settings.tls_key
+        else:
+            cert, key, _ca = ensure_certificate(settings.tls_dir, settings.host)
+        ssl_kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+    config = uvicorn.Config(
+        build_app(platform),
+        host=settings.host,
+        port=settings.port,
+        access_log=False,  # our own access log never prints query strings (presigned secrets)
+        lifespan="on",
+        log_level="warning",
+        timeout_keep_alive=75,
+        server_header=False,
+        **ssl_kwargs,
+    )
+    server = uvicorn.Server(config)
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    server.run()

@@ -1,0 +1,46 @@
+"""What a handler knows about the request it serves: who, where, which platform."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sagestack.platform import Platform
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    account_id: str
+    arn: str
+    #: AIDA... for a user, ``AROA...:<session>`` for an assumed role.
+    user_id: str
+    access_key_id: str
+    #: "user" or "assumed-role".
+    kind: str
+    #: The IAM user name, or the role name for an assumed role.
+    name: str
+    is_admin: bool = False
+
+
+@dataclass
+class RequestContext:
+    service: str
+    operation: str
+    region: str
+    request_id: str
+    principal: Principal
+    platform: Platform
+    #: The caller's User-Agent (SDK identification for compatibility switches).
+    user_agent: str = ""
+
+    @property
+    def account_id(self) -> str:
+        return self.principal.account_id
+
+    def arn(self, service: str, resource: str, region: str | None = None) -> str:
+        """An ARN in this installation's account, e.g. arn(\"sagemaker\", \"training-job/x\")."""
+        reg = self.region if region is None else region
+        return f"arn:aws:{service}:{reg}:{self.account_id}:{resource}"

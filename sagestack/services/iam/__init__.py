@@ -1,0 +1,28 @@
+"""The IAM service (botocore "iam"): users, access keys, roles, policies, simulation.
+
+State lives in the identity tables (``sagestack.db.models.identity``) and tags in
+``resource_tags`` keyed by ARN. Importing this package registers every handler.
+"""
+
+from sagestack.services.iam import (  # noqa: F401  (registers the handlers)
+    access_keys,
+    attachments,
+    policies,
+    roles,
+    simulate,
+    users,
+)
+from sagestack.services.iam.access_keys import record_key_use
+from sagestack.services.iam.common import role_by_arn
+from sagestack.services.iam.managed import BUILTIN_POLICIES, seed_managed_policies
+from sagestack.services.iam.simulate import PrincipalPolicies, load_principal_policies, principal_policies
+
+__all__ = [
+    "BUILTIN_POLICIES",
+    "PrincipalPolicies",
+    "load_principal_policies",
+    "principal_policies",
+    "record_key_use",
+    "role_by_arn",
+    "seed_managed_policies",
+]

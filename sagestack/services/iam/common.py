@@ -1,0 +1,443 @@
+"""Shared pieces of the IAM handlers: errors, ids, ARNs, validation, lookups, tags, paging."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import secrets
+import string
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from sagestack.aws.errors import AwsError
+from sagestack.db import Database
+from sagestack.db.models.identity import IamRole, IamUser, Installation, ManagedPolicy
+from sagestack.db.models.tags import ResourceTag
+from sagestack.services.context import RequestContext
+from sagestack.services.iam_policy import Policy, PolicyError, PolicyKind, parse_policy
+
+T = TypeVar("T")
+
+SERVICE = "iam"
+DEFAULT_MAX_ITEMS = 100
+MAX_TAGS = 50
+AWS_POLICY_PREFIX = "arn:aws:iam::aws:policy"
+
+_ID_ALPHABET = string.ascii_uppercase + string.digits
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "+/"
+_NAME_RE = re.compile(r"[\w+=,.@-]+", re.ASCII)
+_PATH_RE = re.compile(r"/|/[\x21-\x7e]+/")
+_POLICY_PATH_RE = re.compile(r"(/[A-Za-z0-9.,+@=_-]+)*/")
+_TAG_EXTRA = set("_.:/=+-@")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def no_such_entity(message: str) -> AwsError:
+    return AwsError("NoSuchEntity", message, 404)
+
+
+def already_exists(message: str) -> AwsError:
+    return AwsError("EntityAlreadyExists", message, 409)
+
+
+def delete_conflict(message: str) -> AwsError:
+    return AwsError("DeleteConflict", message, 409)
+
+
+def limit_exceeded(message: str) -> AwsError:
+    return AwsError("LimitExceeded", message, 409)
+
+
+def malformed(message: str) -> AwsError:
+    return AwsError("MalformedPolicyDocument", message, 400)
+
+
+def invalid_input(message: str) -> AwsError:
+    return AwsError("InvalidInput", message, 400)
+
+
+def validation_error(value: Any, field: str, constraint: str) -> AwsError:
+    """IAM's wording for an input that breaks the API model's constraints."""
+    message = f"1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: "
+    return AwsError("ValidationError", message + constraint, 400)
+
+
+def access_denied(ctx: RequestContext, action: str, resource: str) -> AwsError:
+    return AwsError(
+        "AccessDenied",
+        f"User: {ctx.principal.arn} is not authorized to perform: iam:{action} on resource: {resource}",
+        403,
+    )
+
+
+def user_not_found(name: str) -> AwsError:
+    return no_such_entity(f"The user with name {name} cannot be found.")
+
+
+def role_not_found(name: str) -> AwsError:
+    return no_such_entity(f"The role with name {name} cannot be found.")
+
+
+def policy_not_found(arn: str) -> AwsError:
+    return no_such_entity(f"Policy {arn} does not exist or is not attachable.")
+
+
+# --------------------------------------------------------------------------- ids & ARNs
+
+
+def random_id(prefix: str, length: int = 17) -> str:
+    """AWS-style unique ids: AIDA (user), AROA (role), ANPA (policy) + uppercase alnum."""
+    return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
+
+
+def random_secret(length: int = 40) -> str:
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(length))
+
+
+def user_arn(account: str, path: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:user{path}{name}"
+
+
+def role_arn(account: str, path: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:role{path}{name}"
+
+
+def policy_arn(account: str, path: str, name: str) -> str:
+    return f"arn:aws:iam::{account}:policy{path}{name}"
+
+
+_ENTITY_ARN_RE = re.compile(r"arn:aws:iam::(\d{12}|aws):(user|role|group|policy)(/(?:.*/)?)([^/]+)")
+
+
+def split_arn(arn: str) -> tuple[str, str, str, str] | None:
+    """(account, kind, path, name) of an IAM user/role/group/policy ARN, else None."""
+    match = _ENTITY_ARN_RE.fullmatch(arn)
+    if not match:
+        return None
+    account, kind, path, name = match.groups()
+    return account, kind, path, name
+
+
+def encode_document(document: str) -> str:
+    """IAM returns policy documents URL-encoded; botocore decodes them on the way in."""
+    return quote(document, safe="")
+
+
+def db(ctx: RequestContext) -> Database:
+    return ctx.platform.db
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def check_name(value: str, field: str, max_len: int = 64) -> None:
+    if len(value) > max_len:
+        raise validation_error(value, field, f"Member must have length less than or equal to {max_len}")
+    if not _NAME_RE.fullmatch(value):
+        raise validation_error(value, field, r"Member must satisfy regular expression pattern: [\w+=,.@-]+")
+
+
+def check_path(value: str, field: str = "path") -> None:
+    if len(value) > 512 or not _PATH_RE.fullmatch(value):
+        raise validation_error(
+            value,
+            field,
+            r"Member must satisfy regular expression pattern: (\u002F)|(\u002F[\u0021-\u007E]+\u002F)",
+        )
+
+
+def check_policy_path(value: str, field: str = "path") -> None:
+    if len(value) > 512 or not _POLICY_PATH_RE.fullmatch(value):
+        raise validation_error(
+            value, field, r"Member must satisfy regular expression pattern: ((/[A-Za-z0-9\.,\+@=_-]+)*)/"
+        )
+
+
+def check_path_prefix(value: str | None, field: str = "pathPrefix") -> None:
+    if value is not None and not value.startswith("/"):
+        raise validation_error(
+            value, field, r"Member must satisfy regular expression pattern: \u002F[\u0021-\u007F]*"
+        )
+
+
+def check_session_duration(value: int) -> None:
+    if value < 3600:
+        raise validation_error(
+            value, "maxSessionDuration", "Member must have value greater than or equal to 3600"
+        )
+    if value > 43200:
+        raise validation_error(
+            value, "maxSessionDuration", "Member must have value less than or equal to 43200"
+        )
+
+
+def check_description(value: str | None, field: str = "description") -> None:
+    if value is not None and len(value) > 1000:
+        raise validation_error(value, field, "Member must have length less than or equal to 1000")
+
+
+def parse_document(document: str, kind: PolicyKind = "identity") -> Policy:
+    try:
+        return parse_policy(document, kind)
+    except PolicyError as exc:
+        raise malformed(str(exc)) from None
+
+
+def significant_size(document: str) -> int:
+    """IAM's size quotas count characters other than whitespace."""
+    return sum(1 for ch in document if not ch.isspace())
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def find_user(session: Session, name: str) -> IamUser | None:
+    # IAM names are unique regardless of case, and looked up that way.
+    stmt = select(IamUser).where(func.lower(IamUser.name) == name.lower())
+    return session.scalars(stmt).first()
+
+
+def require_user(session: Session, name: str) -> IamUser:
+    user = find_user(session, name)
+    if user is None:
+        raise user_not_found(name)
+    return user
+
+
+def find_role(session: Session, name: str) -> IamRole | None:
+    stmt = select(IamRole).where(func.lower(IamRole.name) == name.lower())
+    return session.scalars(stmt).first()
+
+
+def require_role(session: Session, name: str) -> IamRole:
+    role = find_role(session, name)
+    if role is None:
+        raise role_not_found(name)
+    return role
+
+
+def require_policy(session: Session, arn: str) -> ManagedPolicy:
+    if not arn.startswith("arn:"):
+        raise invalid_input(f"ARN {arn} is not valid.")
+    policy = session.get(ManagedPolicy, arn)
+    if policy is None:
+        raise policy_not_found(arn)
+    return policy
+
+
+def require_boundary(session: Session, arn: str) -> ManagedPolicy:
+    """The managed policy named as a permissions boundary."""
+    policy = session.get(ManagedPolicy, arn)
+    if policy is None:
+        raise no_such_entity(f"Scope ARN: {arn} does not exist or is not attachable.")
+    return policy
+
+
+def caller_user_name(ctx: RequestContext, params: dict[str, Any]) -> str:
+    """The UserName parameter, or the calling user when it is omitted (as AWS does)."""
+    name = params.get("UserName")
+    if name:
+        return name
+    if ctx.principal.kind != "user":
+        raise AwsError("ValidationError", "Must specify userName when calling with non-User credentials", 400)
+    return ctx.principal.name
+
+
+def installation_account(session: Session) -> str | None:
+    row = session.scalars(select(Installation)).first()
+    return row.account_id if row else None
+
+
+def role_by_arn(database: Database, arn: str) -> IamRole | None:
+    """The role an ARN names (``arn:aws:iam::<account>:role<path><name>``), or None.
+
+    The path must match too, as it does in AWS: ``role/a/R`` does not name ``role/R``.
+    """
+    parts = split_arn(arn)
+    if parts is None or parts[1] != "role":
+        return None
+    account, _, path, name = parts
+    with database.session() as session:
+        expected = installation_account(session)
+        if expected is not None and account != expected:
+            return None
+        role = find_role(session, name)
+        if role is None or role.path != path or role.name != name:
+            return None
+        return role
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+def boundary_shape(arn: str | None) -> dict[str, Any]:
+    if not arn:
+        return {}
+    return {
+        "PermissionsBoundary": {
+            "PermissionsBoundaryType": "PermissionsBoundaryPolicy",
+            "PermissionsBoundaryArn": arn,
+        }
+    }
+
+
+def user_shape(user: IamUser, account: str, tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Path": user.path,
+        "UserName": user.name,
+        "UserId": user.user_id,
+        "Arn": user_arn(account, user.path, user.name),
+        "CreateDate": user.created,
+    }
+    out.update(boundary_shape(user.permissions_boundary))
+    if tags:
+        out["Tags"] = tags
+    return out
+
+
+def role_shape(role: IamRole, account: str, tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Path": role.path,
+        "RoleName": role.name,
+        "RoleId": role.role_id,
+        "Arn": role_arn(account, role.path, role.name),
+        "CreateDate": role.created,
+        "AssumeRolePolicyDocument": encode_document(role.assume_role_policy_document),
+        "MaxSessionDuration": role.max_session_duration,
+    }
+    if role.description is not None:
+        out["Description"] = role.description
+    if tags is not None:  # detail views (GetRole/CreateRole) only
+        out.update(boundary_shape(role.permissions_boundary))
+        if tags:
+            out["Tags"] = tags
+    return out
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def _check_tag(tag: dict[str, str]) -> None:
+    key, value = tag.get("Key", ""), tag.get("Value", "")
+    if not 1 <= len(key) <= 128:
+        raise validation_error(key, "tags.member.key", "Member must have length between 1 and 128")
+    if len(value) > 256:
+        raise validation_error(
+            value, "tags.member.value", "Member must have length less than or equal to 256"
+        )
+    for text, field in ((key, "key"), (value, "value")):
+        if any(not (c.isalnum() or c.isspace() or c in _TAG_EXTRA) for c in text):
+            raise validation_error(
+                text,
+                f"tags.member.{field}",
+                r"Member must satisfy regular expression pattern: [\p{L}\p{Z}\p{N}_.:/=+\-@]*",
+            )
+    if key.lower().startswith("aws:"):
+        raise invalid_input("Tag keys starting with 'aws:' are reserved for internal use.")
+
+
+def check_tags(tags: Sequence[dict[str, str]]) -> None:
+    for tag in tags:
+        _check_tag(tag)
+    keys = [t["Key"].lower() for t in tags]
+    if len(keys) != len(set(keys)):
+        raise invalid_input("Duplicate tag keys found. Please note that Tag keys are case insensitive.")
+    if len(tags) > MAX_TAGS:
+        raise limit_exceeded(f"The number of tags has reached the maximum limit of {MAX_TAGS}.")
+
+
+def get_tags(session: Session, arn: str) -> list[dict[str, str]]:
+    rows = session.scalars(
+        select(ResourceTag).where(ResourceTag.resource_arn == arn).order_by(ResourceTag.id)
+    )
+    return [{"Key": r.key, "Value": r.value} for r in rows]
+
+
+def add_tags(session: Session, arn: str, tags: Sequence[dict[str, str]]) -> None:
+    """Add or overwrite tags; IAM tag keys match without regard to case."""
+    check_tags(tags)
+    existing = {
+        r.key.lower(): r for r in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn))
+    }
+    new_keys = {t["Key"].lower() for t in tags} - set(existing)
+    if len(existing) + len(new_keys) > MAX_TAGS:
+        raise limit_exceeded(f"The number of tags has reached the maximum limit of {MAX_TAGS}.")
+    for tag in tags:
+        row = existing.get(tag["Key"].lower())
+        if row is None:
+            session.add(ResourceTag(resource_arn=arn, key=tag["Key"], value=tag.get("Value", "")))
+        else:
+            row.key, row.value = tag["Key"], tag.get("Value", "")
+    session.flush()
+
+
+def remove_tags(session: Session, arn: str, keys: Sequence[str]) -> None:
+    lowered = {k.lower() for k in keys}
+    for row in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn)):
+        if row.key.lower() in lowered:
+            session.delete(row)
+
+
+def delete_all_tags(session: Session, arn: str) -> None:
+    session.execute(delete(ResourceTag).where(ResourceTag.resource_arn == arn))
+
+
+def move_tags(session: Session, old_arn: str, new_arn: str) -> None:
+    for row in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == old_arn)):
+        row.resource_arn = new_arn
+
+
+# --------------------------------------------------------------------------- paging
+
+
+def _encode_marker(key: str) -> str:
+    return base64.urlsafe_b64encode(key.encode()).decode()
+
+
+def _decode_marker(marker: str) -> str:
+    try:
+        return base64.b64decode(marker.encode(), altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise validation_error(
+            marker, "marker", "Member must be a marker returned by a previous call"
+        ) from None
+
+
+def paginate(
+    items: Sequence[T], params: dict[str, Any], key: Callable[[T], str]
+) -> tuple[list[T], dict[str, Any]]:
+    """One page of ``items`` (already sorted by ``key``) per Marker / MaxItems.
+
+    The marker is the (opaque) key of the first item not yet returned, so paging
+    stays correct when items are added or removed between calls.
+    """
+    max_items = params.get("MaxItems") or DEFAULT_MAX_ITEMS
+    start = 0
+    if params.get("Marker"):
+        after = _decode_marker(params["Marker"])
+        start = next((i for i, item in enumerate(items) if key(item) >= after), len(items))
+    page = list(items[start : start + max_items])
+    truncated = start + max_items < len(items)
+    extra: dict[str, Any] = {"IsTruncated": truncated}
+    if truncated:
+        extra["Marker"] = _encode_marker(key(items[start + max_items]))
+    return page, extra
+
+
+def paginate_in_order(items: Sequence[T], params: dict[str, Any]) -> tuple[list[T], dict[str, Any]]:
+    """Page through items kept in their own order (tags, versions, simulation results)."""
+    keyed = [(f"{i:08d}", item) for i, item in enumerate(items)]
+    page, extra = paginate(keyed, params, lambda kv: kv[0])
+    return [item for _, item in page], extra
+
+
+def name_key(name: str) -> str:
+    # Names are unique case-insensitively, so the folded name is a total order.
+    return name.lower()

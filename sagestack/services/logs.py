@@ -1,0 +1,882 @@
+"""CloudWatch Logs (botocore service "logs"): log groups, log streams, log events.
+
+Times are epoch milliseconds everywhere, as in the Logs API model. Besides the
+handlers, the platform writes job output through :func:`ensure_log_stream`,
+:func:`append_events` and :func:`expire_events`, which need only a Database.
+
+Paging follows what the SDKs rely on: GetLogEvents returns the caller's own
+token back once a stream is exhausted (SageMaker SDK v2 stops on an empty page
+and keeps polling with that token), and DescribeLogStreams/FilterLogEvents omit
+nextToken on the last page (SDK v2 loops while one is present).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_
+from sqlalchemy.orm import Session
+
+from sagestack.aws.errors import AwsError
+from sagestack.db import Database
+from sagestack.db.models.logs import LogEvent, LogGroup, LogStream
+from sagestack.db.models.tags import ResourceTag
+from sagestack.services import RequestContext, operation
+
+SERVICE = "logs"
+
+RETENTION_DAYS = frozenset(
+    [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653]
+)
+MAX_BATCH_EVENTS = 10_000
+MAX_BATCH_BYTES = 1_048_576
+#: PutLogEvents counts this many bytes per event on top of its UTF-8 message.
+EVENT_OVERHEAD_BYTES = 26
+DAY_MS = 86_400_000
+MAX_PAST_MS = 14 * DAY_MS
+MAX_FUTURE_MS = 2 * 3_600_000
+MAX_SPAN_MS = DAY_MS
+MAX_TAGS = 50
+#: GetLogEvents and FilterLogEvents return at most this many message bytes a page.
+MAX_RESPONSE_BYTES = 1_048_576
+#: Rows FilterLogEvents examines per call before handing back a nextToken, so one
+#: request never scans a whole large group (AWS pages the same way).
+FILTER_SCAN_BUDGET = 100_000
+FILTER_CHUNK = 2_000
+
+_GROUP_NAME = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
+_STREAM_NAME = re.compile(r"[^:*]{1,512}")
+
+Position = tuple[int, int]  # (timestamp, event id): a point in a stream's order
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _invalid(message: str) -> AwsError:
+    return AwsError("InvalidParameterException", message)
+
+
+def _group_missing() -> AwsError:
+    return AwsError("ResourceNotFoundException", "The specified log group does not exist.")
+
+
+def _stream_missing() -> AwsError:
+    return AwsError("ResourceNotFoundException", "The specified log stream does not exist.")
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def _encode_token(value: Any) -> str:
+    raw = json.dumps(value, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str) -> Any:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        return json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise _invalid("The specified nextToken is invalid.") from exc
+
+
+def _decode_position(token: str) -> Position:
+    """A FilterLogEvents token: the (timestamp, id) of the last event examined."""
+    value = _decode_token(token)
+    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)):
+        raise _invalid("The specified nextToken is invalid.")
+    return value[0], value[1]
+
+
+def _position_token(direction: str, pos: Position) -> str:
+    return f"{direction}/{pos[0]}/{pos[1]}"
+
+
+def _parse_position_token(token: str) -> tuple[str, Position]:
+    """GetLogEvents tokens: ``f/<ts>/<id>`` (after) or ``b/<ts>/<id>`` (before)."""
+    parts = token.split("/")
+    if len(parts) != 3 or parts[0] not in ("f", "b"):
+        raise _invalid("The specified nextToken is invalid.")
+    try:
+        return parts[0], (int(parts[1]), int(parts[2]))
+    except ValueError as exc:
+        raise _invalid("The specified nextToken is invalid.") from exc
+
+
+# --------------------------------------------------------------------------- lookups
+
+
+def _db(ctx: RequestContext) -> Database:
+    return ctx.platform.db
+
+
+def _group_arn(ctx: RequestContext, name: str) -> str:
+    """The ARN tags and TagResource use (no trailing ``:*``)."""
+    return ctx.arn("logs", f"log-group:{name}")
+
+
+def _group_name_from_arn(arn: str) -> str | None:
+    parts = arn.split(":", 6)
+    if len(parts) < 7 or parts[2] != "logs" or parts[5] != "log-group":
+        return None
+    name = parts[6]
+    return name[:-2] if name.endswith(":*") else name
+
+
+def _resolve_group_name(params: dict[str, Any]) -> str:
+    """logGroupName or logGroupIdentifier (a name or an ARN), exactly one of them."""
+    name, ident = params.get("logGroupName"), params.get("logGroupIdentifier")
+    if name and ident:
+        raise _invalid("LogGroup name and LogGroup ARN are mutually exclusive parameters.")
+    if ident:
+        if ident.startswith("arn:"):
+            parsed = _group_name_from_arn(ident)
+            if parsed is None:
+                raise _invalid(f"Invalid log group identifier: {ident}")
+            return parsed
+        return ident
+    if not name:
+        raise _invalid("Either logGroupName or logGroupIdentifier must be specified.")
+    return name
+
+
+def _find_group(session: Session, name: str) -> LogGroup:
+    group = session.scalar(select(LogGroup).where(LogGroup.name == name))
+    if group is None:
+        raise _group_missing()
+    return group
+
+
+def _find_stream(session: Session, group: LogGroup, name: str) -> LogStream:
+    stream = session.scalar(select(LogStream).where(LogStream.group_id == group.id, LogStream.name == name))
+    if stream is None:
+        raise _stream_missing()
+    return stream
+
+
+def _check_group_name(name: str) -> None:
+    if not _GROUP_NAME.fullmatch(name):
+        raise _invalid(
+            f"1 validation error detected: Value '{name}' at 'logGroupName' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+"
+        )
+
+
+def _check_stream_name(name: str) -> None:
+    if not _STREAM_NAME.fullmatch(name):
+        raise _invalid(
+            f"1 validation error detected: Value '{name}' at 'logStreamName' failed to satisfy "
+            "constraint: Member must satisfy regular expression pattern: [^:*]*"
+        )
+
+
+def _check_limit(limit: int | None, maximum: int, default: int) -> int:
+    if limit is None:
+        return default
+    if not 1 <= limit <= maximum:
+        raise _invalid(
+            f"1 validation error detected: Value '{limit}' at 'limit' failed to satisfy constraint: "
+            f"Member must have value between 1 and {maximum}"
+        )
+    return limit
+
+
+# --------------------------------------------------------------------------- internal API
+
+
+def _create_group(session: Session, name: str, created: int, **fields: Any) -> LogGroup:
+    group = LogGroup(name=name, creation_time=created, stored_bytes=0, **fields)
+    session.add(group)
+    session.flush()
+    return group
+
+
+def _create_stream(session: Session, group: LogGroup, name: str, created: int) -> LogStream:
+    stream = LogStream(group_id=group.id, name=name, creation_time=created, stored_bytes=0, upload_sequence=0)
+    session.add(stream)
+    session.flush()
+    return stream
+
+
+def _get_or_create(session: Session, group_name: str, stream_name: str) -> tuple[LogGroup, LogStream]:
+    created = now_ms()
+    group = session.scalar(select(LogGroup).where(LogGroup.name == group_name))
+    if group is None:
+        group = _create_group(session, group_name, created)
+    stream = session.scalar(
+        select(LogStream).where(LogStream.group_id == group.id, LogStream.name == stream_name)
+    )
+    if stream is None:
+        stream = _create_stream(session, group, stream_name, created)
+    return group, stream
+
+
+def ensure_log_stream(db: Database, group: str, stream: str) -> None:
+    """Create the log group and stream if they do not exist yet (idempotent)."""
+    with db.transaction() as session:
+        _get_or_create(session, group, stream)
+
+
+def append_events(
+    db: Database, group: str, stream: str, events: Sequence[tuple[int, str]], *, create: bool = True
+) -> int:
+    """Store a batch of ``(timestamp_ms, message)`` events in one transaction.
+
+    The platform's path for job output: no AWS batch limits, no ordering or age
+    checks, any order accepted. With ``create`` the group and stream are made on
+    first use; otherwise a missing one raises ResourceNotFoundException.
+    Empty messages are dropped: the Logs model cannot carry an empty event.
+    Returns the number of events stored.
+    """
+    events = [(ts, msg) for ts, msg in events if msg]
+    if not events:
+        return 0
+    with db.transaction() as session:
+        if create:
+            grp, strm = _get_or_create(session, group, stream)
+        else:
+            grp = _find_group(session, group)
+            strm = _find_stream(session, grp, stream)
+        _insert_events(session, grp, strm, events, now_ms())
+    return len(events)
+
+
+def expire_events(db: Database, now: int | None = None) -> int:
+    """Delete events older than each log group's retention; returns how many went.
+
+    Meant to be called periodically by the platform, like AWS's background expiry.
+    """
+    now = now_ms() if now is None else now
+    removed = 0
+    with db.transaction() as session:
+        groups = session.scalars(select(LogGroup).where(LogGroup.retention_days.is_not(None))).all()
+        for group in groups:
+            cutoff = now - int(group.retention_days or 0) * DAY_MS
+            removed += _expire_group(session, group, cutoff)
+    return removed
+
+
+def _expire_group(session: Session, group: LogGroup, cutoff: int) -> int:
+    old = and_(LogEvent.group_id == group.id, LogEvent.timestamp < cutoff)
+    # length() counts characters, not UTF-8 bytes: storedBytes is an estimate after expiry.
+    freed = session.scalar(select(func.coalesce(func.sum(func.length(LogEvent.message)), 0)).where(old))
+    result = session.execute(delete(LogEvent).where(old))
+    count = int(getattr(result, "rowcount", 0) or 0)
+    if not count:
+        return 0
+    group.stored_bytes = max(0, group.stored_bytes - int(freed or 0))
+    # Keep firstEventTimestamp truthful for the streams that lost their oldest events.
+    for stream in session.scalars(
+        select(LogStream).where(LogStream.group_id == group.id, LogStream.first_event_timestamp < cutoff)
+    ):
+        stream.first_event_timestamp = session.scalar(
+            select(func.min(LogEvent.timestamp)).where(LogEvent.stream_id == stream.id)
+        )
+    return count
+
+
+def _insert_events(
+    session: Session, group: LogGroup, stream: LogStream, events: Sequence[tuple[int, str]], ingestion: int
+) -> None:
+    rows = [
+        {
+            "group_id": group.id,
+            "stream_id": stream.id,
+            "timestamp": int(ts),
+            "ingestion_time": ingestion,
+            "message": msg,
+        }
+        for ts, msg in events
+    ]
+    # Core executemany: one prepared statement for the whole batch, no ORM objects.
+    session.execute(insert(LogEvent.__table__), rows)
+    nbytes = sum(len(msg.encode()) for _, msg in events)
+    lo = min(int(ts) for ts, _ in events)
+    hi = max(int(ts) for ts, _ in events)
+    if stream.first_event_timestamp is None or lo < stream.first_event_timestamp:
+        stream.first_event_timestamp = lo
+    if stream.last_event_timestamp is None or hi > stream.last_event_timestamp:
+        stream.last_event_timestamp = hi
+    stream.last_ingestion_time = ingestion
+    stream.stored_bytes += nbytes
+    group.stored_bytes += nbytes
+
+
+# --------------------------------------------------------------------------- tags
+
+
+def _tags_of(session: Session, arn: str) -> dict[str, str]:
+    rows = session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn))
+    return {row.key: row.value for row in rows}
+
+
+def _set_tags(session: Session, arn: str, tags: dict[str, str]) -> None:
+    current = {
+        row.key: row for row in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn))
+    }
+    if len(set(current) | set(tags)) > MAX_TAGS:
+        raise AwsError("TooManyTagsException", f"A resource can have no more than {MAX_TAGS} tags.")
+    for key, value in tags.items():
+        if key in current:
+            current[key].value = value
+        else:
+            session.add(ResourceTag(resource_arn=arn, key=key, value=value))
+
+
+def _remove_tags(session: Session, arn: str, keys: Sequence[str]) -> None:
+    session.execute(
+        delete(ResourceTag).where(ResourceTag.resource_arn == arn, ResourceTag.key.in_(list(keys)))
+    )
+
+
+def _group_for_arn(session: Session, arn: str) -> LogGroup:
+    name = _group_name_from_arn(arn)
+    if name is None:
+        raise AwsError("ResourceNotFoundException", f"The specified resource does not exist: {arn}")
+    return _find_group(session, name)
+
+
+# --------------------------------------------------------------------------- log groups
+
+
+def _group_dict(ctx: RequestContext, group: LogGroup) -> dict[str, Any]:
+    arn = _group_arn(ctx, group.name)
+    out: dict[str, Any] = {
+        "logGroupName": group.name,
+        "creationTime": group.creation_time,
+        "metricFilterCount": 0,
+        "arn": f"{arn}:*",
+        "storedBytes": group.stored_bytes,
+        "logGroupClass": group.log_group_class,
+        "logGroupArn": arn,
+        "deletionProtectionEnabled": bool(group.deletion_protection),
+    }
+    if group.retention_days is not None:
+        out["retentionInDays"] = group.retention_days
+    if group.kms_key_id:
+        out["kmsKeyId"] = group.kms_key_id
+    return out
+
+
+@operation(SERVICE)
+def create_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["logGroupName"]
+    _check_group_name(name)
+    tags = params.get("tags") or {}
+    with _db(ctx).transaction() as session:
+        if session.scalar(select(LogGroup.id).where(LogGroup.name == name)) is not None:
+            raise AwsError("ResourceAlreadyExistsException", "The specified log group already exists")
+        _create_group(
+            session,
+            name,
+            now_ms(),
+            kms_key_id=params.get("kmsKeyId"),
+            log_group_class=params.get("logGroupClass") or "STANDARD",
+            deletion_protection=bool(params.get("deletionProtectionEnabled", False)),
+        )
+        if tags:
+            _set_tags(session, _group_arn(ctx, name), tags)
+    return {}
+
+
+@operation(SERVICE)
+def delete_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        group = _find_group(session, params["logGroupName"])
+        if group.deletion_protection:
+            raise AwsError(
+                "ValidationException",
+                "The log group has deletion protection enabled; disable it before deleting the group.",
+            )
+        # Explicit deletes rather than relying on SQLite's per-connection foreign_keys pragma.
+        session.execute(delete(LogEvent).where(LogEvent.group_id == group.id))
+        session.execute(delete(LogStream).where(LogStream.group_id == group.id))
+        session.execute(delete(ResourceTag).where(ResourceTag.resource_arn == _group_arn(ctx, group.name)))
+        session.delete(group)
+    return {}
+
+
+def _group_filters(params: dict[str, Any]) -> list[Any]:
+    prefix, pattern = params.get("logGroupNamePrefix"), params.get("logGroupNamePattern")
+    if prefix and pattern:
+        raise _invalid("LogGroup name prefix and LogGroup name pattern are mutually exclusive parameters.")
+    conds: list[Any] = []
+    if prefix:
+        conds.append(LogGroup.name.startswith(prefix, autoescape=True))
+    if pattern:
+        # AWS matches the pattern case-insensitively anywhere in the name.
+        conds.append(func.lower(LogGroup.name).contains(pattern.lower(), autoescape=True))
+    if params.get("logGroupClass"):
+        conds.append(LogGroup.log_group_class == params["logGroupClass"])
+    idents = params.get("logGroupIdentifiers")
+    if idents:
+        names = [(_group_name_from_arn(i) if i.startswith("arn:") else i) or i for i in idents]
+        conds.append(LogGroup.name.in_(names))
+    return conds
+
+
+@operation(SERVICE)
+def describe_log_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    limit = _check_limit(params.get("limit"), 50, 50)
+    conds = _group_filters(params)
+    if params.get("nextToken"):
+        conds.append(LogGroup.name > str(_decode_token(params["nextToken"])))
+    with _db(ctx).session() as session:
+        rows = session.scalars(select(LogGroup).where(*conds).order_by(LogGroup.name).limit(limit + 1)).all()
+    out: dict[str, Any] = {"logGroups": [_group_dict(ctx, g) for g in rows[:limit]]}
+    if len(rows) > limit:
+        out["nextToken"] = _encode_token(rows[limit - 1].name)
+    return out
+
+
+@operation(SERVICE)
+def put_retention_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    days = params["retentionInDays"]
+    if days not in RETENTION_DAYS:
+        allowed = ", ".join(str(d) for d in sorted(RETENTION_DAYS))
+        raise _invalid(
+            f"1 validation error detected: Value '{days}' at 'retentionInDays' failed to satisfy "
+            f"constraint: Member must satisfy enum value set: [{allowed}]"
+        )
+    with _db(ctx).transaction() as session:
+        _find_group(session, params["logGroupName"]).retention_days = days
+    return {}
+
+
+@operation(SERVICE)
+def delete_retention_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        _find_group(session, params["logGroupName"]).retention_days = None
+    return {}
+
+
+@operation(SERVICE)
+def tag_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        group = _find_group(session, params["logGroupName"])
+        _set_tags(session, _group_arn(ctx, group.name), params["tags"])
+    return {}
+
+
+@operation(SERVICE)
+def untag_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        group = _find_group(session, params["logGroupName"])
+        _remove_tags(session, _group_arn(ctx, group.name), params["tags"])
+    return {}
+
+
+@operation(SERVICE)
+def list_tags_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).session() as session:
+        group = _find_group(session, params["logGroupName"])
+        return {"tags": _tags_of(session, _group_arn(ctx, group.name))}
+
+
+@operation(SERVICE)
+def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        group = _group_for_arn(session, params["resourceArn"])
+        _set_tags(session, _group_arn(ctx, group.name), params["tags"])
+    return {}
+
+
+@operation(SERVICE)
+def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        group = _group_for_arn(session, params["resourceArn"])
+        _remove_tags(session, _group_arn(ctx, group.name), params["tagKeys"])
+    return {}
+
+
+@operation(SERVICE)
+def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).session() as session:
+        group = _group_for_arn(session, params["resourceArn"])
+        return {"tags": _tags_of(session, _group_arn(ctx, group.name))}
+
+
+# --------------------------------------------------------------------------- log streams
+
+
+def _stream_dict(ctx: RequestContext, group: LogGroup, stream: LogStream) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "logStreamName": stream.name,
+        "creationTime": stream.creation_time,
+        "arn": ctx.arn("logs", f"log-group:{group.name}:log-stream:{stream.name}"),
+        "storedBytes": stream.stored_bytes,
+        # Sequence tokens are no longer checked, but older SDKs still read one.
+        "uploadSequenceToken": str(stream.upload_sequence + 1),
+    }
+    if stream.first_event_timestamp is not None:
+        out["firstEventTimestamp"] = stream.first_event_timestamp
+        out["lastEventTimestamp"] = stream.last_event_timestamp
+    if stream.last_ingestion_time is not None:
+        out["lastIngestionTime"] = stream.last_ingestion_time
+    return out
+
+
+@operation(SERVICE)
+def create_log_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["logStreamName"]
+    _check_stream_name(name)
+    with _db(ctx).transaction() as session:
+        group = _find_group(session, params["logGroupName"])
+        exists = session.scalar(
+            select(LogStream.id).where(LogStream.group_id == group.id, LogStream.name == name)
+        )
+        if exists is not None:
+            raise AwsError("ResourceAlreadyExistsException", "The specified log stream already exists")
+        _create_stream(session, group, name, now_ms())
+    return {}
+
+
+@operation(SERVICE)
+def delete_log_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        group = _find_group(session, params["logGroupName"])
+        stream = _find_stream(session, group, params["logStreamName"])
+        session.execute(delete(LogEvent).where(LogEvent.stream_id == stream.id))
+        group.stored_bytes = max(0, group.stored_bytes - stream.stored_bytes)
+        session.delete(stream)
+    return {}
+
+
+def _stream_order(params: dict[str, Any]) -> tuple[bool, bool]:
+    """(order by last event time, descending), validated as AWS does."""
+    by_time = params.get("orderBy", "LogStreamName") == "LastEventTime"
+    if by_time and params.get("logStreamNamePrefix"):
+        raise _invalid("Cannot order by LastEventTime with a logStreamNamePrefix.")
+    return by_time, bool(params.get("descending", False))
+
+
+@operation(SERVICE)
+def describe_log_streams(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    by_time, desc = _stream_order(params)
+    limit = _check_limit(params.get("limit"), 50, 50)
+    with _db(ctx).session() as session:
+        group = _find_group(session, _resolve_group_name(params))
+        # Keyset paging on the sort key of the last stream returned, so streams created
+        # between pages neither repeat nor shift the page boundary.
+        cols = (
+            [func.coalesce(LogStream.last_event_timestamp, -1), LogStream.name]
+            if by_time
+            else [LogStream.name]
+        )
+        query = select(LogStream).where(LogStream.group_id == group.id)
+        if params.get("logStreamNamePrefix"):
+            query = query.where(LogStream.name.startswith(params["logStreamNamePrefix"], autoescape=True))
+        if params.get("nextToken"):
+            last = _decode_token(params["nextToken"])
+            if not isinstance(last, list) or len(last) != len(cols):
+                raise _invalid("The specified nextToken is invalid.")
+            key = tuple_(*cols)
+            query = query.where(key < tuple_(*last) if desc else key > tuple_(*last))
+        query = query.order_by(*[c.desc() if desc else c for c in cols]).limit(limit + 1)
+        rows = session.scalars(query).all()
+        out: dict[str, Any] = {"logStreams": [_stream_dict(ctx, group, s) for s in rows[:limit]]}
+    if len(rows) > limit:
+        tail = rows[limit - 1]
+        token = [tail.last_event_timestamp if tail.last_event_timestamp is not None else -1, tail.name]
+        out["nextToken"] = _encode_token(token if by_time else [tail.name])
+    return out
+
+
+# --------------------------------------------------------------------------- put / get events
+
+
+def _check_batch(events: list[dict[str, Any]]) -> None:
+    if not events:
+        raise _invalid("logEvents must contain at least one event.")
+    if len(events) > MAX_BATCH_EVENTS:
+        raise _invalid(
+            f"1 validation error detected: Value at 'logEvents' failed to satisfy constraint: "
+            f"Member must have length less than or equal to {MAX_BATCH_EVENTS}"
+        )
+    size = sum(len(e["message"].encode()) + EVENT_OVERHEAD_BYTES for e in events)
+    if size > MAX_BATCH_BYTES:
+        raise _invalid(f"Upload too large: {size} bytes exceeds limit of {MAX_BATCH_BYTES}")
+    for prev, cur in itertools.pairwise(events):
+        if cur["timestamp"] < prev["timestamp"]:
+            raise _invalid("Log events in a single PutLogEvents request must be in chronological order.")
+
+
+def _split_rejected(
+    events: list[dict[str, Any]], now: int, retention_days: int | None
+) -> tuple[int, int, dict[str, int]]:
+    """The [start, end) slice of acceptable events and rejectedLogEventsInfo.
+
+    The batch is sorted, so too-old and expired events form a prefix and
+    too-new events a suffix.
+    """
+    too_old_before = now - MAX_PAST_MS
+    expired_before = now - retention_days * DAY_MS if retention_days else None
+    too_new_after = now + MAX_FUTURE_MS
+    info: dict[str, int] = {}
+    start, end = 0, len(events)
+    for i, event in enumerate(events):
+        ts = event["timestamp"]
+        if ts < too_old_before:
+            info["tooOldLogEventEndIndex"] = i
+        if expired_before is not None and ts < expired_before:
+            info["expiredLogEventEndIndex"] = i
+        if ts < too_old_before or (expired_before is not None and ts < expired_before):
+            start = i + 1
+        if ts > too_new_after:
+            info.setdefault("tooNewLogEventStartIndex", i)
+            end = min(end, i)
+    return start, max(start, end), info
+
+
+@operation(SERVICE)
+def put_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    events: list[dict[str, Any]] = params["logEvents"]
+    _check_batch(events)
+    now = now_ms()
+    with _db(ctx).transaction() as session:
+        group = _find_group(session, params["logGroupName"])
+        stream = _find_stream(session, group, params["logStreamName"])
+        start, end, rejected = _split_rejected(events, now, group.retention_days)
+        accepted = events[start:end]
+        if accepted and accepted[-1]["timestamp"] - accepted[0]["timestamp"] > MAX_SPAN_MS:
+            raise _invalid(
+                "The batch of log events in a single PutLogEvents request cannot span more than 24 hours."
+            )
+        if accepted:
+            _insert_events(session, group, stream, [(e["timestamp"], e["message"]) for e in accepted], now)
+        stream.upload_sequence += 1
+        out: dict[str, Any] = {"nextSequenceToken": str(stream.upload_sequence + 1)}
+    if rejected:
+        out["rejectedLogEventsInfo"] = rejected
+    return out
+
+
+def _after(col_ts: Any, col_id: Any, pos: Position) -> Any:
+    # The plain ``timestamp >= pos_ts`` bound lets the index seek straight to the
+    # position; the OR only trims the few rows sharing its millisecond.
+    return and_(col_ts >= pos[0], or_(col_ts > pos[0], col_id > pos[1]))
+
+
+def _before(col_ts: Any, col_id: Any, pos: Position) -> Any:
+    return and_(col_ts <= pos[0], or_(col_ts < pos[0], col_id < pos[1]))
+
+
+def _time_range(col: Any, params: dict[str, Any]) -> list[Any]:
+    """startTime inclusive, endTime exclusive, as the Logs API defines them."""
+    conds = []
+    if params.get("startTime") is not None:
+        conds.append(col >= params["startTime"])
+    if params.get("endTime") is not None:
+        conds.append(col < params["endTime"])
+    return conds
+
+
+def _read_stream(
+    session: Session, stream_id: int, params: dict[str, Any], forward: bool, pos: Position | None, limit: int
+) -> list[LogEvent]:
+    conds = [LogEvent.stream_id == stream_id, *_time_range(LogEvent.timestamp, params)]
+    if pos is not None:
+        conds.append((_after if forward else _before)(LogEvent.timestamp, LogEvent.id, pos))
+    order = [LogEvent.timestamp, LogEvent.id] if forward else [LogEvent.timestamp.desc(), LogEvent.id.desc()]
+    rows = _cap_bytes(list(session.scalars(select(LogEvent).where(*conds).order_by(*order).limit(limit))))
+    return rows if forward else rows[::-1]
+
+
+def _cap_bytes(rows: list[LogEvent]) -> list[LogEvent]:
+    """The leading rows (in reading order) that fit a 1 MB page; always at least one."""
+    total = 0
+    for i, row in enumerate(rows):
+        total += len(row.message.encode())
+        if total > MAX_RESPONSE_BYTES and i:
+            return rows[:i]
+    return rows
+
+
+@operation(SERVICE)
+def get_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    limit = _check_limit(params.get("limit"), 10_000, 10_000)
+    token = params.get("nextToken")
+    direction, pos = _parse_position_token(token) if token else (None, None)
+    # Without a token the tail of the range is read unless startFromHead is set.
+    forward = direction == "f" if direction else bool(params.get("startFromHead", False))
+    with _db(ctx).session() as session:
+        group = _find_group(session, _resolve_group_name(params))
+        stream = _find_stream(session, group, params["logStreamName"])
+        rows = _read_stream(session, stream.id, params, forward, pos, limit)
+    events = [
+        {"timestamp": r.timestamp, "message": r.message, "ingestionTime": r.ingestion_time} for r in rows
+    ]
+    if rows:
+        first, last = (rows[0].timestamp, rows[0].id), (rows[-1].timestamp, rows[-1].id)
+    else:
+        # Nothing (more) to read: hand the caller's own position back, which is
+        # how clients recognise the end of a stream and poll for new events.
+        here = pos if pos is not None else (params.get("startTime") or 0, 0)
+        first = last = here
+    return {
+        "events": events,
+        "nextForwardToken": _position_token("f", last),
+        "nextBackwardToken": _position_token("b", first),
+    }
+
+
+# --------------------------------------------------------------------------- filter
+
+
+_TERM = re.compile(r'([?-]?)(?:"((?:[^"\\]|\\.)*)"|(%[^%]+%)|(\S+))')
+
+
+def _term_matcher(quoted: str | None, regex: str | None, bare: str | None) -> Callable[[str], bool]:
+    if regex is not None:
+        try:
+            compiled = re.compile(regex[1:-1])
+        except re.error as exc:
+            raise _invalid(f"Invalid regular expression in filter pattern: {regex}") from exc
+        return lambda msg: compiled.search(msg) is not None
+    text = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else (bare or "")
+    return lambda msg: text in msg
+
+
+def compile_filter_pattern(pattern: str | None) -> Callable[[str], bool]:
+    """A predicate for the unstructured-text filter pattern syntax.
+
+    Supported: terms (all must appear), "quoted phrases", ``?term`` (at least one
+    of the ?-terms must appear), ``-term`` (must not appear) and ``%regex%``.
+    Matching is case-sensitive, as in AWS. JSON (``{ $.x = 1 }``) and
+    space-delimited (``[a, b]``) patterns are rejected rather than mis-evaluated.
+    """
+    text = (pattern or "").strip()
+    if not text:
+        return lambda _msg: True
+    if text[0] in "{[":
+        raise _invalid(
+            "Invalid filter pattern: JSON and space-delimited filter patterns are not supported here; "
+            'use terms, "quoted phrases", ?alternatives, -exclusions or %regex%.'
+        )
+    required: list[Callable[[str], bool]] = []
+    optional: list[Callable[[str], bool]] = []
+    excluded: list[Callable[[str], bool]] = []
+    for match in _TERM.finditer(text):
+        sign, quoted, regex, bare = match.groups()
+        bucket = {"?": optional, "-": excluded}.get(sign, required)
+        bucket.append(_term_matcher(quoted, regex, bare))
+
+    def matches(msg: str) -> bool:
+        return (
+            all(m(msg) for m in required)
+            and (not optional or any(m(msg) for m in optional))
+            and not any(m(msg) for m in excluded)
+        )
+
+    return matches
+
+
+def _filter_streams(session: Session, group: LogGroup, params: dict[str, Any]) -> dict[int, str] | None:
+    """The streams to search (id -> name), or None for every stream in the group."""
+    names, prefix = params.get("logStreamNames"), params.get("logStreamNamePrefix")
+    if names and prefix:
+        raise _invalid("logStreamNames and logStreamNamePrefix are mutually exclusive parameters.")
+    query = select(LogStream.id, LogStream.name).where(LogStream.group_id == group.id)
+    if names:
+        query = query.where(LogStream.name.in_(names))
+    elif prefix:
+        query = query.where(LogStream.name.startswith(prefix, autoescape=True))
+    found = {sid: name for sid, name in session.execute(query)}
+    return found if (names or prefix) else None
+
+
+def _scan_group(
+    session: Session,
+    group_id: int,
+    stream_ids: list[int] | None,
+    params: dict[str, Any],
+    pos: Position | None,
+) -> list[LogEvent]:
+    conds = [LogEvent.group_id == group_id, *_time_range(LogEvent.timestamp, params)]
+    if stream_ids is not None:
+        conds.append(LogEvent.stream_id.in_(stream_ids))
+    if pos is not None:
+        conds.append(_after(LogEvent.timestamp, LogEvent.id, pos))
+    query = select(LogEvent).where(*conds).order_by(LogEvent.timestamp, LogEvent.id).limit(FILTER_CHUNK)
+    return list(session.scalars(query))
+
+
+def _filter_scan(
+    session: Session,
+    group_id: int,
+    stream_ids: list[int] | None,
+    params: dict[str, Any],
+    pos: Position | None,
+    limit: int,
+    matches: Callable[[str], bool],
+) -> tuple[list[LogEvent], Position | None]:
+    """Matching events after ``pos`` and where the next page starts (None at the end).
+
+    Scanning goes on past a full page until one more match shows up, so the last
+    page carries no nextToken; it stops at the scan budget with a token, as AWS does.
+    """
+    found: list[LogEvent] = []
+    scanned = size = 0
+    while scanned < FILTER_SCAN_BUDGET:
+        rows = _scan_group(session, group_id, stream_ids, params, pos)
+        for row in rows:
+            if matches(row.message):
+                size += len(row.message.encode())
+                if len(found) == limit or (found and size > MAX_RESPONSE_BYTES):
+                    return found, pos
+                found.append(row)
+            pos = (row.timestamp, row.id)
+        scanned += len(rows)
+        if len(rows) < FILTER_CHUNK:
+            return found, None
+    return found, pos
+
+
+@operation(SERVICE)
+def filter_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    limit = _check_limit(params.get("limit"), 10_000, 10_000)
+    matches = compile_filter_pattern(params.get("filterPattern"))
+    pos = _decode_position(params["nextToken"]) if params.get("nextToken") else None
+    with _db(ctx).session() as session:
+        group = _find_group(session, _resolve_group_name(params))
+        selected = _filter_streams(session, group, params)
+        if selected is not None and not selected:
+            return {"events": []}
+        names = (
+            selected
+            if selected is not None
+            else dict(
+                session.execute(
+                    select(LogStream.id, LogStream.name).where(LogStream.group_id == group.id)
+                ).all()
+            )
+        )
+        ids = list(selected) if selected is not None else None
+        rows, next_pos = _filter_scan(session, group.id, ids, params, pos, limit, matches)
+    out: dict[str, Any] = {
+        "events": [
+            {
+                "logStreamName": names.get(r.stream_id, ""),
+                "timestamp": r.timestamp,
+                "message": r.message,
+                "ingestionTime": r.ingestion_time,
+                "eventId": str(r.id),
+            }
+            for r in rows
+        ],
+    }
+    if next_pos is not None:
+        out["nextToken"] = _encode_token(list(next_pos))
+    return out

@@ -1,0 +1,1286 @@
+"""IAM handlers called directly on a temporary SQLite database, plus the policy engine."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+import sagestack.services.iam  # noqa: F401  (registers the handlers)
+from sagestack.aws.errors import AwsError
+from sagestack.db.base import Base, Database, sqlite_url
+from sagestack.db.models.identity import IamUser, Installation, SessionCredential
+from sagestack.db.models.tags import ResourceTag
+from sagestack.services import Principal, RequestContext, lookup
+from sagestack.services.iam import (
+    BUILTIN_POLICIES,
+    load_principal_policies,
+    record_key_use,
+    role_by_arn,
+    seed_managed_policies,
+)
+from sagestack.services.iam import managed as managed_module
+from sagestack.services.iam_policy import (
+    Caller,
+    PolicyError,
+    PolicySource,
+    Request,
+    authorize,
+    evaluate,
+    parse_policy,
+)
+
+ACCOUNT = "123456789012"
+MODEL = botocore.session.get_session().get_service_model("iam")
+
+TRUST = json.dumps(
+    {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sagemaker.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+)
+
+
+def doc(*statements: dict[str, Any], version: str = "2012-10-17") -> str:
+    return json.dumps({"Version": version, "Statement": list(statements)})
+
+
+def allow(action: Any, resource: Any = "*", **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Allow", "Action": action, "Resource": resource, **extra}
+
+
+def deny(action: Any, resource: Any = "*", **extra: Any) -> dict[str, Any]:
+    return {"Effect": "Deny", "Action": action, "Resource": resource, **extra}
+
+
+# --------------------------------------------------------------------------- harness
+
+
+@dataclass
+class FakePlatform:
+    db: Database
+    account_id: str = ACCOUNT
+
+
+ADMIN = Principal(
+    account_id=ACCOUNT,
+    arn=f"arn:aws:iam::{ACCOUNT}:user/admin",
+    user_id="AIDAADMINADMINADMIN1",
+    access_key_id="AKIAADMINADMINADMIN1",
+    kind="user",
+    name="admin",
+    is_admin=True,
+)
+ASSUMED = Principal(
+    account_id=ACCOUNT,
+    arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/Exec/s1",
+    user_id="AROAEXAMPLEEXAMPLE12:s1",
+    access_key_id="ASIAEXAMPLEEXAMPLE12",
+    kind="assumed-role",
+    name="Exec",
+)
+
+
+@pytest.fixture
+def database(tmp_path: Any) -> Any:
+    db = Database(sqlite_url(tmp_path / "iam.db"))
+    Base.metadata.create_all(db.engine)
+    with db.transaction() as session:
+        session.add(IamUser(name="admin", user_id=ADMIN.user_id, path="/", is_admin=True))
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def ctx(database: Database) -> RequestContext:
+    return make_ctx(database, ADMIN)
+
+
+def make_ctx(database: Database, principal: Principal) -> RequestContext:
+    return RequestContext(
+        service="iam",
+        operation="Test",
+        region="us-east-1",
+        request_id="req-1",
+        principal=principal,
+        platform=FakePlatform(database),  # type: ignore[arg-type]
+    )
+
+
+_TYPES = {
+    "string": str,
+    "integer": int,
+    "long": int,
+    "boolean": bool,
+    "timestamp": datetime,
+    "list": list,
+    "map": dict,
+    "structure": dict,
+}
+
+
+def check_shape(value: Any, shape: Any, where: str) -> None:
+    """The handler's answer must fit botocore's output shape (names, types, required)."""
+    assert isinstance(value, _TYPES[shape.type_name]), f"{where}: {value!r} is not {shape.type_name}"
+    if shape.type_name == "structure":
+        for key, item in value.items():
+            assert key in shape.members, f"{where}: unknown member {key}"
+            check_shape(item, shape.members[key], f"{where}.{key}")
+        for key in shape.required_members:
+            assert key in value, f"{where}: missing required {key}"
+    elif shape.type_name == "list":
+        for i, item in enumerate(value):
+            check_shape(item, shape.member, f"{where}[{i}]")
+    elif shape.type_name == "string" and shape.enum:
+        assert value in shape.enum, f"{where}: {value!r} not in {shape.enum}"
+
+
+def call(ctx: RequestContext, op: str, validate: bool = True, **params: Any) -> dict[str, Any]:
+    model = MODEL.operation_model(op)
+    if validate:
+        report = ParamValidator().validate(params, model.input_shape)
+        assert not report.has_errors(), report.generate_report()
+    handler = lookup("iam", op)
+    assert handler is not None, op
+    result = handler(ctx, params)
+    if model.output_shape is None:
+        assert result is None
+        return {}
+    check_shape(result, model.output_shape, op)
+    return result
+
+
+def fails(ctx: RequestContext, op: str, code: str, status: int, **params: Any) -> AwsError:
+    with pytest.raises(AwsError) as info:
+        call(ctx, op, validate=False, **params)
+    assert info.value.code == code, info.value
+    assert info.value.status == status
+    # Every error an IAM client can see must be one the operation's model knows of
+    # (or a generic AWS error code such as ValidationError/AccessDenied).
+    known = {e.metadata["error"]["code"] for e in MODEL.operation_model(op).error_shapes}
+    assert code in known | {"ValidationError", "AccessDenied"}, code
+    return info.value
+
+
+def decode(document: str) -> Any:
+    return json.loads(unquote(document))
+
+
+def make_role(ctx: RequestContext, name: str = "Exec", **params: Any) -> dict[str, Any]:
+    return call(ctx, "CreateRole", RoleName=name, AssumeRolePolicyDocument=TRUST, **params)["Role"]
+
+
+def make_policy(ctx: RequestContext, name: str, document: str, **params: Any) -> dict[str, Any]:
+    return call(ctx, "CreatePolicy", PolicyName=name, PolicyDocument=document, **params)["Policy"]
+
+
+def s3_arn(name: str) -> str:
+    return f"arn:aws:iam::aws:policy/{name}"
+
+
+# --------------------------------------------------------------------------- users
+
+
+def test_create_and_get_user(ctx: RequestContext) -> None:
+    user = call(ctx, "CreateUser", UserName="alice", Path="/team/", Tags=[{"Key": "k", "Value": "v"}])["User"]
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/team/alice"
+    assert re.fullmatch(r"AIDA[A-Z0-9]{17}", user["UserId"])
+    assert user["Tags"] == [{"Key": "k", "Value": "v"}]
+    got = call(ctx, "GetUser", UserName="ALICE")["User"]  # names match case-insensitively
+    assert got["UserName"] == "alice" and got["UserId"] == user["UserId"]
+    assert got["CreateDate"].tzinfo is not None
+
+
+def test_create_user_errors(ctx: RequestContext) -> None:
+    call(ctx, "CreateUser", UserName="bob")
+    err = fails(ctx, "CreateUser", "EntityAlreadyExists", 409, UserName="Bob")
+    assert err.message == "User with name Bob already exists."
+    fails(ctx, "CreateUser", "ValidationError", 400, UserName="bad name!")
+    fails(ctx, "CreateUser", "ValidationError", 400, UserName="x" * 65)
+    fails(ctx, "CreateUser", "ValidationError", 400, UserName="p", Path="no-slash")
+    err = fails(ctx, "GetUser", "NoSuchEntity", 404, UserName="nobody")
+    assert err.message == "The user with name nobody cannot be found."
+
+
+def test_get_user_defaults_to_caller(ctx: RequestContext, database: Database) -> None:
+    assert call(ctx, "GetUser")["User"]["UserName"] == "admin"
+    err = fails(make_ctx(database, ASSUMED), "GetUser", "ValidationError", 400)
+    assert "non-User credentials" in err.message
+
+
+def test_list_users_paths_and_pages(ctx: RequestContext) -> None:
+    for name, path in (("u1", "/a/"), ("u2", "/a/"), ("u3", "/b/"), ("u4", "/a/x/")):
+        call(ctx, "CreateUser", UserName=name, Path=path)
+    names = [u["UserName"] for u in call(ctx, "ListUsers", PathPrefix="/a/")["Users"]]
+    assert names == ["u1", "u2", "u4"]
+    seen, marker = [], None
+    while True:
+        params: dict[str, Any] = {"MaxItems": 2}
+        if marker:
+            params["Marker"] = marker
+        page = call(ctx, "ListUsers", **params)
+        seen += [u["UserName"] for u in page["Users"]]
+        if not page["IsTruncated"]:
+            assert "Marker" not in page
+            break
+        marker = page["Marker"]
+    assert seen == ["admin", "u1", "u2", "u3", "u4"]
+    fails(ctx, "ListUsers", "ValidationError", 400, Marker="%%%")
+
+
+def test_update_user_renames_everything(ctx: RequestContext, seeded: Database) -> None:
+    call(ctx, "CreateUser", UserName="carol", Tags=[{"Key": "team", "Value": "ml"}])
+    key = call(ctx, "CreateAccessKey", UserName="carol")["AccessKey"]
+    call(ctx, "PutUserPolicy", UserName="carol", PolicyName="p", PolicyDocument=doc(allow("s3:*")))
+    call(ctx, "AttachUserPolicy", UserName="carol", PolicyArn=s3_arn("AmazonS3ReadOnlyAccess"))
+    call(ctx, "UpdateUser", UserName="carol", NewUserName="carla", NewPath="/ops/")
+    fails(ctx, "GetUser", "NoSuchEntity", 404, UserName="carol")
+    user = call(ctx, "GetUser", UserName="carla")["User"]
+    assert user["Arn"] == f"arn:aws:iam::{ACCOUNT}:user/ops/carla"
+    assert user["Tags"] == [{"Key": "team", "Value": "ml"}]
+    keys = call(ctx, "ListAccessKeys", UserName="carla")["AccessKeyMetadata"]
+    assert [k["AccessKeyId"] for k in keys] == [key["AccessKeyId"]]
+    assert call(ctx, "ListUserPolicies", UserName="carla")["PolicyNames"] == ["p"]
+    attached = call(ctx, "ListAttachedUserPolicies", UserName="carla")["AttachedPolicies"]
+    assert [a["PolicyName"] for a in attached] == ["AmazonS3ReadOnlyAccess"]
+    call(ctx, "CreateUser", UserName="dave")
+    fails(ctx, "UpdateUser", "EntityAlreadyExists", 409, UserName="carla", NewUserName="DAVE")
+    fails(ctx, "UpdateUser", "NoSuchEntity", 404, UserName="ghost", NewPath="/x/")
+
+
+@pytest.fixture
+def seeded(database: Database) -> Database:
+    seed_managed_policies(database)
+    return database
+
+
+def test_delete_user_conflicts(ctx: RequestContext, seeded: Database) -> None:
+    call(ctx, "CreateUser", UserName="erin", Tags=[{"Key": "a", "Value": "b"}])
+    key = call(ctx, "CreateAccessKey", UserName="erin")["AccessKey"]["AccessKeyId"]
+    err = fails(ctx, "DeleteUser", "DeleteConflict", 409, UserName="erin")
+    assert err.message == "Cannot delete entity, must delete access keys first."
+    call(ctx, "DeleteAccessKey", UserName="erin", AccessKeyId=key)
+    call(ctx, "PutUserPolicy", UserName="erin", PolicyName="p", PolicyDocument=doc(allow("s3:*")))
+    err = fails(ctx, "DeleteUser", "DeleteConflict", 409, UserName="erin")
+    assert err.message == "Cannot delete entity, must delete policies first."
+    call(ctx, "DeleteUserPolicy", UserName="erin", PolicyName="p")
+    call(ctx, "AttachUserPolicy", UserName="erin", PolicyArn=s3_arn("AmazonS3FullAccess"))
+    err = fails(ctx, "DeleteUser", "DeleteConflict", 409, UserName="erin")
+    assert err.message == "Cannot delete entity, must detach all policies first."
+    call(ctx, "DetachUserPolicy", UserName="erin", PolicyArn=s3_arn("AmazonS3FullAccess"))
+    call(ctx, "DeleteUser", UserName="erin")
+    fails(ctx, "DeleteUser", "NoSuchEntity", 404, UserName="erin")
+    with seeded.session() as session:
+        assert session.query(ResourceTag).count() == 0
+    fails(ctx, "DeleteUser", "DeleteConflict", 409, UserName="admin")
+
+
+def test_user_tags(ctx: RequestContext) -> None:
+    call(ctx, "CreateUser", UserName="frank")
+    call(ctx, "TagUser", UserName="frank", Tags=[{"Key": "Env", "Value": "dev"}, {"Key": "b", "Value": ""}])
+    call(ctx, "TagUser", UserName="frank", Tags=[{"Key": "env", "Value": "prod"}])  # keys ignore case
+    assert call(ctx, "ListUserTags", UserName="frank")["Tags"] == [
+        {"Key": "env", "Value": "prod"},
+        {"Key": "b", "Value": ""},
+    ]
+    page = call(ctx, "ListUserTags", UserName="frank", MaxItems=1)
+    assert page["IsTruncated"] and len(page["Tags"]) == 1
+    rest = call(ctx, "ListUserTags", UserName="frank", Marker=page["Marker"])
+    assert rest["Tags"] == [{"Key": "b", "Value": ""}]
+    call(ctx, "UntagUser", UserName="frank", TagKeys=["ENV", "missing"])
+    assert call(ctx, "ListUserTags", UserName="frank")["Tags"] == [{"Key": "b", "Value": ""}]
+    dup = [{"Key": "x", "Value": "1"}, {"Key": "X", "Value": "2"}]
+    fails(ctx, "TagUser", "InvalidInput", 400, UserName="frank", Tags=dup)
+    fails(ctx, "TagUser", "InvalidInput", 400, UserName="frank", Tags=[{"Key": "aws:x", "Value": "1"}])
+    many = [{"Key": f"k{i}", "Value": "v"} for i in range(50)]
+    fails(ctx, "TagUser", "LimitExceeded", 409, UserName="frank", Tags=many)
+    fails(ctx, "TagUser", "NoSuchEntity", 404, UserName="ghost", Tags=[{"Key": "a", "Value": "b"}])
+    fails(ctx, "ListUserTags", "NoSuchEntity", 404, UserName="ghost")
+    fails(ctx, "UntagUser", "NoSuchEntity", 404, UserName="ghost", TagKeys=["a"])
+
+
+def test_user_permissions_boundary(ctx: RequestContext, seeded: Database) -> None:
+    call(ctx, "CreateUser", UserName="gina", PermissionsBoundary=s3_arn("AmazonS3ReadOnlyAccess"))
+    user = call(ctx, "GetUser", UserName="gina")["User"]
+    assert user["PermissionsBoundary"]["PermissionsBoundaryArn"] == s3_arn("AmazonS3ReadOnlyAccess")
+    call(ctx, "DeleteUserPermissionsBoundary", UserName="gina")
+    assert "PermissionsBoundary" not in call(ctx, "GetUser", UserName="gina")["User"]
+    call(ctx, "PutUserPermissionsBoundary", UserName="gina", PermissionsBoundary=s3_arn("AmazonS3FullAccess"))
+    missing = f"arn:aws:iam::{ACCOUNT}:policy/Nope"
+    err = fails(
+        ctx, "PutUserPermissionsBoundary", "NoSuchEntity", 404, UserName="gina", PermissionsBoundary=missing
+    )
+    assert missing in err.message
+    fails(ctx, "CreateUser", "NoSuchEntity", 404, UserName="h", PermissionsBoundary=missing)
+
+
+# --------------------------------------------------------------------------- access keys
+
+
+def test_access_key_lifecycle(ctx: RequestContext) -> None:
+    call(ctx, "CreateUser", UserName="kim")
+    first = call(ctx, "CreateAccessKey", UserName="kim")["AccessKey"]
+    assert re.fullmatch(r"AKIA[A-Z0-9]{16}", first["AccessKeyId"])
+    assert len(first["SecretAccessKey"]) == 40 and first["Status"] == "Active"
+    second = call(ctx, "CreateAccessKey", UserName="kim")["AccessKey"]
+    err = fails(ctx, "CreateAccessKey", "LimitExceeded", 409, UserName="kim")
+    assert err.message == "Cannot exceed quota for AccessKeysPerUser: 2"
+    listed = call(ctx, "ListAccessKeys", UserName="kim")["AccessKeyMetadata"]
+    assert {k["AccessKeyId"] for k in listed} == {first["AccessKeyId"], second["AccessKeyId"]}
+    assert all("SecretAccessKey" not in k for k in listed)
+    call(ctx, "UpdateAccessKey", UserName="kim", AccessKeyId=first["AccessKeyId"], Status="Inactive")
+    statuses = {
+        k["AccessKeyId"]: k["Status"]
+        for k in call(ctx, "ListAccessKeys", UserName="kim")["AccessKeyMetadata"]
+    }
+    assert statuses[first["AccessKeyId"]] == "Inactive"
+    # An inactive key still counts against the quota.
+    fails(ctx, "CreateAccessKey", "LimitExceeded", 409, UserName="kim")
+    fails(
+        ctx,
+        "UpdateAccessKey",
+        "ValidationError",
+        400,
+        UserName="kim",
+        AccessKeyId=first["AccessKeyId"],
+        Status="Expired",
+    )
+    call(ctx, "DeleteAccessKey", UserName="kim", AccessKeyId=first["AccessKeyId"])
+    err = fails(ctx, "DeleteAccessKey", "NoSuchEntity", 404, UserName="kim", AccessKeyId=first["AccessKeyId"])
+    assert err.message == f"The Access Key with id {first['AccessKeyId']} cannot be found."
+    # A key is only reachable through its own user.
+    fails(
+        ctx,
+        "UpdateAccessKey",
+        "NoSuchEntity",
+        404,
+        UserName="admin",
+        AccessKeyId=second["AccessKeyId"],
+        Status="Inactive",
+    )
+    fails(ctx, "CreateAccessKey", "NoSuchEntity", 404, UserName="ghost")
+    fails(ctx, "ListAccessKeys", "NoSuchEntity", 404, UserName="ghost")
+
+
+def test_access_keys_default_to_caller(ctx: RequestContext, database: Database) -> None:
+    key = call(ctx, "CreateAccessKey")["AccessKey"]
+    assert key["UserName"] == "admin"
+    assert [k["AccessKeyId"] for k in call(ctx, "ListAccessKeys")["AccessKeyMetadata"]] == [
+        key["AccessKeyId"]
+    ]
+    fails(make_ctx(database, ASSUMED), "CreateAccessKey", "ValidationError", 400)
+
+
+def test_access_key_last_used(ctx: RequestContext, database: Database) -> None:
+    key = call(ctx, "CreateAccessKey")["AccessKey"]["AccessKeyId"]
+    never = call(ctx, "GetAccessKeyLastUsed", AccessKeyId=key)
+    assert never == {"UserName": "admin", "AccessKeyLastUsed": {"ServiceName": "N/A", "Region": "N/A"}}
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    record_key_use(database, key, "sagemaker", "us-east-1", when)
+    used = call(ctx, "GetAccessKeyLastUsed", AccessKeyId=key)["AccessKeyLastUsed"]
+    assert used == {"LastUsedDate": when, "ServiceName": "sagemaker", "Region": "us-east-1"}
+    fails(ctx, "GetAccessKeyLastUsed", "AccessDenied", 403, AccessKeyId="AKIAAAAAAAAAAAAAAAAA")
+
+
+# --------------------------------------------------------------------------- roles
+
+
+def test_create_and_get_role(ctx: RequestContext) -> None:
+    role = make_role(
+        ctx,
+        "SageMakerExec",
+        Path="/service-role/",
+        Description="runs jobs",
+        MaxSessionDuration=7200,
+        Tags=[{"Key": "team", "Value": "ml"}],
+    )
+    assert role["Arn"] == f"arn:aws:iam::{ACCOUNT}:role/service-role/SageMakerExec"
+    assert re.fullmatch(r"AROA[A-Z0-9]{17}", role["RoleId"])
+    assert role["Tags"] == [{"Key": "team", "Value": "ml"}]
+    got = call(ctx, "GetRole", RoleName="SageMakerExec")["Role"]
+    # The trust policy travels URL-encoded, exactly as submitted.
+    assert "%22" in got["AssumeRolePolicyDocument"]
+    assert unquote(got["AssumeRolePolicyDocument"]) == TRUST
+    assert got["Description"] == "runs jobs" and got["MaxSessionDuration"] == 7200
+    assert got["RoleLastUsed"] == {}
+    assert got["Tags"] == [{"Key": "team", "Value": "ml"}]
+
+
+def test_create_role_errors(ctx: RequestContext) -> None:
+    make_role(ctx, "Exec")
+    err = fails(
+        ctx, "CreateRole", "EntityAlreadyExists", 409, RoleName="exec", AssumeRolePolicyDocument=TRUST
+    )
+    assert err.message == "Role with name exec already exists."
+    err = fails(ctx, "GetRole", "NoSuchEntity", 404, RoleName="Missing")
+    assert err.message == "The role with name Missing cannot be found."
+    for bad in (100, 50000):
+        err = fails(
+            ctx,
+            "CreateRole",
+            "ValidationError",
+            400,
+            RoleName="R",
+            AssumeRolePolicyDocument=TRUST,
+            MaxSessionDuration=bad,
+        )
+        assert "maxSessionDuration" in err.message
+    bad_docs = {
+        "{not json": "This policy contains invalid Json",
+        doc({"Effect": "Allow", "Action": "sts:AssumeRole"}): "Missing required field Principal",
+        doc({"Effect": "Allow", "Principal": "*", "Action": "sts:AssumeRole", "Resource": "*"}): (
+            "Has prohibited field Resource"
+        ),
+        doc({"Effect": "Maybe", "Principal": "*", "Action": "sts:AssumeRole"}): "Syntax errors in policy.",
+    }
+    for document, message in bad_docs.items():
+        err = fails(
+            ctx,
+            "CreateRole",
+            "MalformedPolicyDocument",
+            400,
+            RoleName="R2",
+            AssumeRolePolicyDocument=document,
+        )
+        assert err.message == message
+    big = doc(
+        *[
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/r{i:04d}"},
+                "Action": "sts:AssumeRole",
+            }
+            for i in range(40)
+        ]
+    )
+    fails(ctx, "CreateRole", "LimitExceeded", 409, RoleName="R3", AssumeRolePolicyDocument=big)
+
+
+def test_list_roles(ctx: RequestContext) -> None:
+    make_role(ctx, "b-role")
+    make_role(ctx, "a-role", Path="/service-role/")
+    make_role(ctx, "C-role", Tags=[{"Key": "x", "Value": "y"}])
+    roles = call(ctx, "ListRoles")["Roles"]
+    assert [r["RoleName"] for r in roles] == ["a-role", "b-role", "C-role"]
+    assert all("Tags" not in r and "AssumeRolePolicyDocument" in r for r in roles)
+    assert [r["RoleName"] for r in call(ctx, "ListRoles", PathPrefix="/service-role/")["Roles"]] == ["a-role"]
+    first = call(ctx, "ListRoles", MaxItems=2)
+    assert first["IsTruncated"] and len(first["Roles"]) == 2
+    second = call(ctx, "ListRoles", MaxItems=2, Marker=first["Marker"])
+    assert [r["RoleName"] for r in second["Roles"]] == ["C-role"] and not second["IsTruncated"]
+
+
+def test_update_role(ctx: RequestContext) -> None:
+    make_role(ctx)
+    call(ctx, "UpdateRole", RoleName="Exec", Description="new", MaxSessionDuration=43200)
+    role = call(ctx, "GetRole", RoleName="Exec")["Role"]
+    assert role["Description"] == "new" and role["MaxSessionDuration"] == 43200
+    fails(ctx, "UpdateRole", "ValidationError", 400, RoleName="Exec", MaxSessionDuration=43201)
+    fails(ctx, "UpdateRole", "NoSuchEntity", 404, RoleName="Nope", Description="x")
+    described = call(ctx, "UpdateRoleDescription", RoleName="Exec", Description="again")["Role"]
+    assert described["Description"] == "again"
+    trust2 = doc(
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}
+    )
+    call(ctx, "UpdateAssumeRolePolicy", RoleName="Exec", PolicyDocument=trust2)
+    assert unquote(call(ctx, "GetRole", RoleName="Exec")["Role"]["AssumeRolePolicyDocument"]) == trust2
+    fails(ctx, "UpdateAssumeRolePolicy", "MalformedPolicyDocument", 400, RoleName="Exec", PolicyDocument="[]")
+    fails(ctx, "UpdateAssumeRolePolicy", "NoSuchEntity", 404, RoleName="Nope", PolicyDocument=trust2)
+
+
+def test_delete_role_conflicts(ctx: RequestContext, seeded: Database) -> None:
+    make_role(ctx, Tags=[{"Key": "a", "Value": "b"}])
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=s3_arn("AmazonS3FullAccess"))
+    err = fails(ctx, "DeleteRole", "DeleteConflict", 409, RoleName="Exec")
+    assert err.message == "Cannot delete entity, must detach all policies first."
+    call(ctx, "DetachRolePolicy", RoleName="Exec", PolicyArn=s3_arn("AmazonS3FullAccess"))
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="inline", PolicyDocument=doc(allow("s3:*")))
+    err = fails(ctx, "DeleteRole", "DeleteConflict", 409, RoleName="Exec")
+    assert err.message == "Cannot delete entity, must delete policies first."
+    call(ctx, "DeleteRolePolicy", RoleName="Exec", PolicyName="inline")
+    with seeded.transaction() as session:
+        session.add(
+            SessionCredential(
+                access_key_id="ASIAAAAAAAAAAAAAAAAA",
+                secret_access_key="s",
+                session_token="t",
+                role_name="Exec",
+                session_name="s",
+                expiration=datetime(2100, 1, 1, tzinfo=UTC),
+            )
+        )
+    call(ctx, "DeleteRole", RoleName="Exec")
+    fails(ctx, "GetRole", "NoSuchEntity", 404, RoleName="Exec")
+    fails(ctx, "DeleteRole", "NoSuchEntity", 404, RoleName="Exec")
+    with seeded.session() as session:
+        assert session.query(SessionCredential).count() == 0
+        assert session.query(ResourceTag).count() == 0
+
+
+def test_role_tags(ctx: RequestContext) -> None:
+    make_role(ctx)
+    call(ctx, "TagRole", RoleName="Exec", Tags=[{"Key": "a", "Value": "1"}, {"Key": "b", "Value": "2"}])
+    assert call(ctx, "ListRoleTags", RoleName="Exec")["Tags"] == [
+        {"Key": "a", "Value": "1"},
+        {"Key": "b", "Value": "2"},
+    ]
+    call(ctx, "UntagRole", RoleName="Exec", TagKeys=["a"])
+    assert call(ctx, "ListRoleTags", RoleName="Exec") == {
+        "Tags": [{"Key": "b", "Value": "2"}],
+        "IsTruncated": False,
+    }
+    assert call(ctx, "GetRole", RoleName="Exec")["Role"]["Tags"] == [{"Key": "b", "Value": "2"}]
+    fails(ctx, "TagRole", "NoSuchEntity", 404, RoleName="Nope", Tags=[{"Key": "a", "Value": "1"}])
+    fails(
+        ctx,
+        "TagRole",
+        "InvalidInput",
+        400,
+        RoleName="Exec",
+        Tags=[{"Key": "a", "Value": "1"}, {"Key": "A", "Value": "2"}],
+    )
+    fails(ctx, "UntagRole", "NoSuchEntity", 404, RoleName="Nope", TagKeys=["a"])
+    fails(ctx, "ListRoleTags", "NoSuchEntity", 404, RoleName="Nope")
+
+
+def test_role_boundary_and_instance_profiles(ctx: RequestContext, seeded: Database) -> None:
+    make_role(ctx, PermissionsBoundary=s3_arn("AmazonS3FullAccess"))
+    got = call(ctx, "GetRole", RoleName="Exec")["Role"]
+    assert got["PermissionsBoundary"] == {
+        "PermissionsBoundaryType": "PermissionsBoundaryPolicy",
+        "PermissionsBoundaryArn": s3_arn("AmazonS3FullAccess"),
+    }
+    policy = call(ctx, "GetPolicy", PolicyArn=s3_arn("AmazonS3FullAccess"))["Policy"]
+    assert policy["PermissionsBoundaryUsageCount"] == 1
+    fails(
+        ctx,
+        "PutRolePermissionsBoundary",
+        "NoSuchEntity",
+        404,
+        RoleName="Exec",
+        PermissionsBoundary=f"arn:aws:iam::{ACCOUNT}:policy/x",
+    )
+    call(ctx, "DeleteRolePermissionsBoundary", RoleName="Exec")
+    assert "PermissionsBoundary" not in call(ctx, "GetRole", RoleName="Exec")["Role"]
+    call(
+        ctx,
+        "PutRolePermissionsBoundary",
+        RoleName="Exec",
+        PermissionsBoundary=s3_arn("AmazonS3ReadOnlyAccess"),
+    )
+    assert call(ctx, "ListInstanceProfilesForRole", RoleName="Exec") == {
+        "InstanceProfiles": [],
+        "IsTruncated": False,
+    }
+    fails(ctx, "ListInstanceProfilesForRole", "NoSuchEntity", 404, RoleName="Nope")
+
+
+def test_role_by_arn(ctx: RequestContext, database: Database) -> None:
+    make_role(ctx, "Exec", Path="/service-role/")
+    found = role_by_arn(database, f"arn:aws:iam::{ACCOUNT}:role/service-role/Exec")
+    assert found is not None and found.name == "Exec"
+    assert role_by_arn(database, f"arn:aws:iam::{ACCOUNT}:role/Exec") is None  # path differs
+    assert role_by_arn(database, f"arn:aws:iam::{ACCOUNT}:user/service-role/Exec") is None
+    assert role_by_arn(database, "not-an-arn") is None
+    with database.transaction() as session:
+        session.add(Installation(id=1, account_id=ACCOUNT))
+    assert role_by_arn(database, f"arn:aws:iam::{ACCOUNT}:role/service-role/Exec") is not None
+    assert role_by_arn(database, "arn:aws:iam::999999999999:role/service-role/Exec") is None
+
+
+# --------------------------------------------------------------------------- managed policies
+
+
+def test_create_and_get_policy(ctx: RequestContext) -> None:
+    document = doc(allow("s3:GetObject", "arn:aws:s3:::data/*"))
+    policy = make_policy(
+        ctx, "ReadData", document, Path="/app/", Description="read", Tags=[{"Key": "a", "Value": "b"}]
+    )
+    assert policy["Arn"] == f"arn:aws:iam::{ACCOUNT}:policy/app/ReadData"
+    assert re.fullmatch(r"ANPA[A-Z0-9]{17}", policy["PolicyId"])
+    assert policy["DefaultVersionId"] == "v1" and policy["AttachmentCount"] == 0
+    got = call(ctx, "GetPolicy", PolicyArn=policy["Arn"])["Policy"]
+    assert got["Description"] == "read" and got["Tags"] == [{"Key": "a", "Value": "b"}]
+    version = call(ctx, "GetPolicyVersion", PolicyArn=policy["Arn"], VersionId="v1")["PolicyVersion"]
+    assert unquote(version["Document"]) == document and version["IsDefaultVersion"] is True
+    err = fails(
+        ctx, "CreatePolicy", "EntityAlreadyExists", 409, PolicyName="readdata", PolicyDocument=document
+    )
+    assert err.message == "A policy called readdata already exists. Duplicate names are not allowed."
+    missing = f"arn:aws:iam::{ACCOUNT}:policy/Missing"
+    err = fails(ctx, "GetPolicy", "NoSuchEntity", 404, PolicyArn=missing)
+    assert err.message == f"Policy {missing} does not exist or is not attachable."
+    fails(ctx, "GetPolicy", "InvalidInput", 400, PolicyArn="not-an-arn-at-all-really")
+    fails(ctx, "CreatePolicy", "ValidationError", 400, PolicyName="p", PolicyDocument=document, Path="bad")
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [
+        ("nope", "This policy contains invalid Json"),
+        (doc({"Effect": "Allow", "Action": "s3:*"}), "Policy statement must contain resources."),
+        (doc({"Effect": "Allow", "Resource": "*"}), "Policy statement must contain actions."),
+        (doc({**allow("s3:*"), "Principal": "*"}), "Policy document should not specify a principal."),
+        (
+            doc(allow("GetObject")),
+            "Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc.",
+        ),
+        (doc(allow("s3:*", "bucket")), 'Resource bucket must be in ARN format or "*".'),
+        (doc(allow("s3:*"), version="2020-01-01"), "The policy failed legacy parsing"),
+        (
+            doc({"Effect": "Allow", "Action": "s3:*", "NotAction": "s3:Get*", "Resource": "*"}),
+            "Syntax errors in policy.",
+        ),
+        (
+            doc({**allow("s3:*"), "Sid": "a"}, {**allow("s3:*"), "Sid": "a"}),
+            "Statement IDs (SID) in a single policy must be unique.",
+        ),
+        (
+            doc({**allow("s3:*"), "Condition": {"StringFoo": {"a:b": "c"}}}),
+            "Invalid Condition type : StringFoo",
+        ),
+        (json.dumps({"Statement": []}), "Syntax errors in policy."),
+    ],
+)
+def test_create_policy_rejects_malformed(ctx: RequestContext, document: str, message: str) -> None:
+    err = fails(
+        ctx, "CreatePolicy", "MalformedPolicyDocument", 400, PolicyName="bad", PolicyDocument=document
+    )
+    assert err.message == message
+
+
+def test_policy_size_limit(ctx: RequestContext) -> None:
+    document = doc(allow([f"s3:GetObject{i:04d}" for i in range(400)]))
+    err = fails(ctx, "CreatePolicy", "LimitExceeded", 409, PolicyName="big", PolicyDocument=document)
+    assert err.message == "Cannot exceed quota for PolicySize: 6144"
+
+
+def test_list_policies_scopes(ctx: RequestContext, seeded: Database) -> None:
+    local = make_policy(ctx, "Local1", doc(allow("s3:*")), Path="/app/")
+    make_policy(ctx, "Local2", doc(allow("s3:*")))
+    all_names = [p["PolicyName"] for p in call(ctx, "ListPolicies", MaxItems=1000)["Policies"]]
+    assert {"Local1", "Local2", "AmazonS3FullAccess", "AmazonSageMakerFullAccess"} <= set(all_names)
+    assert all_names == sorted(all_names, key=str.lower)
+    locals_ = [p["PolicyName"] for p in call(ctx, "ListPolicies", Scope="Local")["Policies"]]
+    assert locals_ == ["Local1", "Local2"]
+    aws = [p["Arn"] for p in call(ctx, "ListPolicies", Scope="AWS")["Policies"]]
+    assert all(a.startswith("arn:aws:iam::aws:policy/") for a in aws) and len(aws) == len(BUILTIN_POLICIES)
+    assert [p["PolicyName"] for p in call(ctx, "ListPolicies", PathPrefix="/app/")["Policies"]] == ["Local1"]
+    assert call(ctx, "ListPolicies", OnlyAttached=True)["Policies"] == []
+    make_role(ctx)
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=local["Arn"])
+    attached = call(ctx, "ListPolicies", OnlyAttached=True)["Policies"]
+    assert [(p["PolicyName"], p["AttachmentCount"]) for p in attached] == [("Local1", 1)]
+    pages, marker = [], None
+    while True:
+        page = call(ctx, "ListPolicies", MaxItems=3, **({"Marker": marker} if marker else {}))
+        pages += [p["PolicyName"] for p in page["Policies"]]
+        if not page["IsTruncated"]:
+            break
+        marker = page["Marker"]
+    assert pages == all_names
+
+
+def test_policy_versions(ctx: RequestContext) -> None:
+    arn = make_policy(ctx, "Versioned", doc(allow("s3:GetObject")))["Arn"]
+    v2 = call(ctx, "CreatePolicyVersion", PolicyArn=arn, PolicyDocument=doc(allow("s3:PutObject")))[
+        "PolicyVersion"
+    ]
+    assert v2["VersionId"] == "v2" and v2["IsDefaultVersion"] is False
+    assert call(ctx, "GetPolicy", PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v1"
+    v3 = call(ctx, "CreatePolicyVersion", PolicyArn=arn, PolicyDocument=doc(allow("s3:*")), SetAsDefault=True)
+    assert v3["PolicyVersion"]["IsDefaultVersion"] is True
+    assert call(ctx, "GetPolicy", PolicyArn=arn)["Policy"]["DefaultVersionId"] == "v3"
+    versions = call(ctx, "ListPolicyVersions", PolicyArn=arn)["Versions"]
+    assert [(v["VersionId"], v["IsDefaultVersion"]) for v in versions] == [
+        ("v3", True),
+        ("v2", False),
+        ("v1", False),
+    ]
+    call(ctx, "CreatePolicyVersion", PolicyArn=arn, PolicyDocument=doc(allow("s3:List*")))
+    call(ctx, "CreatePolicyVersion", PolicyArn=arn, PolicyDocument=doc(allow("s3:List*")))
+    err = fails(
+        ctx, "CreatePolicyVersion", "LimitExceeded", 409, PolicyArn=arn, PolicyDocument=doc(allow("s3:*"))
+    )
+    assert "up to 5 versions" in err.message
+    err = fails(ctx, "DeletePolicyVersion", "DeleteConflict", 409, PolicyArn=arn, VersionId="v3")
+    assert err.message == "Cannot delete the default version of a policy."
+    call(ctx, "DeletePolicyVersion", PolicyArn=arn, VersionId="v1")
+    fails(ctx, "GetPolicyVersion", "NoSuchEntity", 404, PolicyArn=arn, VersionId="v1")
+    fails(ctx, "DeletePolicyVersion", "NoSuchEntity", 404, PolicyArn=arn, VersionId="v1")
+    # Version ids are never reused.
+    v6 = call(ctx, "CreatePolicyVersion", PolicyArn=arn, PolicyDocument=doc(allow("s3:*")))["PolicyVersion"]
+    assert v6["VersionId"] == "v6"
+    call(ctx, "SetDefaultPolicyVersion", PolicyArn=arn, VersionId="v2")
+    default = call(ctx, "GetPolicyVersion", PolicyArn=arn, VersionId="v2")["PolicyVersion"]
+    assert (
+        default["IsDefaultVersion"]
+        and decode(default["Document"])["Statement"][0]["Action"] == "s3:PutObject"
+    )
+    fails(ctx, "SetDefaultPolicyVersion", "NoSuchEntity", 404, PolicyArn=arn, VersionId="v9")
+    fails(ctx, "CreatePolicyVersion", "MalformedPolicyDocument", 400, PolicyArn=arn, PolicyDocument="{}")
+    err = fails(ctx, "DeletePolicy", "DeleteConflict", 409, PolicyArn=arn)
+    assert "more than one version" in err.message
+    page = call(ctx, "ListPolicyVersions", PolicyArn=arn, MaxItems=2)
+    assert page["IsTruncated"] and len(page["Versions"]) == 2
+
+
+def test_delete_policy(ctx: RequestContext, seeded: Database) -> None:
+    arn = make_policy(ctx, "Temp", doc(allow("s3:*")), Tags=[{"Key": "a", "Value": "b"}])["Arn"]
+    make_role(ctx)
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=arn)
+    err = fails(ctx, "DeletePolicy", "DeleteConflict", 409, PolicyArn=arn)
+    assert err.message == "Cannot delete a policy attached to entities."
+    call(ctx, "DetachRolePolicy", RoleName="Exec", PolicyArn=arn)
+    call(ctx, "DeletePolicy", PolicyArn=arn)
+    fails(ctx, "GetPolicy", "NoSuchEntity", 404, PolicyArn=arn)
+    fails(ctx, "DeletePolicy", "NoSuchEntity", 404, PolicyArn=arn)
+    # AWS managed policies cannot be changed from the account.
+    aws = s3_arn("AmazonS3FullAccess")
+    fails(ctx, "DeletePolicy", "AccessDenied", 403, PolicyArn=aws)
+    fails(ctx, "CreatePolicyVersion", "AccessDenied", 403, PolicyArn=aws, PolicyDocument=doc(allow("*")))
+    fails(ctx, "TagPolicy", "AccessDenied", 403, PolicyArn=aws, Tags=[{"Key": "a", "Value": "b"}])
+
+
+def test_policy_tags(ctx: RequestContext) -> None:
+    arn = make_policy(ctx, "Tagged", doc(allow("s3:*")))["Arn"]
+    call(ctx, "TagPolicy", PolicyArn=arn, Tags=[{"Key": "a", "Value": "1"}])
+    assert call(ctx, "ListPolicyTags", PolicyArn=arn)["Tags"] == [{"Key": "a", "Value": "1"}]
+    call(ctx, "UntagPolicy", PolicyArn=arn, TagKeys=["a"])
+    assert call(ctx, "ListPolicyTags", PolicyArn=arn)["Tags"] == []
+    fails(ctx, "ListPolicyTags", "NoSuchEntity", 404, PolicyArn=f"arn:aws:iam::{ACCOUNT}:policy/none")
+
+
+# --------------------------------------------------------------------------- attachments
+
+
+def test_role_attachments(ctx: RequestContext, seeded: Database) -> None:
+    make_role(ctx)
+    arn = s3_arn("AmazonS3ReadOnlyAccess")
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=arn)
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=arn)  # a second attach changes nothing
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=s3_arn("AmazonSageMakerFullAccess"))
+    assert call(ctx, "GetPolicy", PolicyArn=arn)["Policy"]["AttachmentCount"] == 1
+    attached = call(ctx, "ListAttachedRolePolicies", RoleName="Exec")
+    assert attached["AttachedPolicies"] == [
+        {"PolicyName": "AmazonS3ReadOnlyAccess", "PolicyArn": arn},
+        {"PolicyName": "AmazonSageMakerFullAccess", "PolicyArn": s3_arn("AmazonSageMakerFullAccess")},
+    ]
+    assert not attached["IsTruncated"]
+    missing = f"arn:aws:iam::{ACCOUNT}:policy/Missing"
+    err = fails(ctx, "AttachRolePolicy", "NoSuchEntity", 404, RoleName="Exec", PolicyArn=missing)
+    assert err.message == f"Policy {missing} does not exist or is not attachable."
+    fails(ctx, "AttachRolePolicy", "NoSuchEntity", 404, RoleName="Nope", PolicyArn=arn)
+    call(ctx, "DetachRolePolicy", RoleName="Exec", PolicyArn=arn)
+    assert call(ctx, "GetPolicy", PolicyArn=arn)["Policy"]["AttachmentCount"] == 0
+    err = fails(ctx, "DetachRolePolicy", "NoSuchEntity", 404, RoleName="Exec", PolicyArn=arn)
+    assert err.message == f"Policy {arn} was not found."
+    fails(ctx, "ListAttachedRolePolicies", "NoSuchEntity", 404, RoleName="Nope")
+    entities = call(ctx, "ListEntitiesForPolicy", PolicyArn=s3_arn("AmazonSageMakerFullAccess"))
+    assert [r["RoleName"] for r in entities["PolicyRoles"]] == ["Exec"] and entities["PolicyUsers"] == []
+
+
+def test_attachment_quota(ctx: RequestContext) -> None:
+    make_role(ctx)
+    for i in range(10):
+        arn = make_policy(ctx, f"P{i}", doc(allow("s3:*")))["Arn"]
+        call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=arn)
+    extra = make_policy(ctx, "P10", doc(allow("s3:*")))["Arn"]
+    err = fails(ctx, "AttachRolePolicy", "LimitExceeded", 409, RoleName="Exec", PolicyArn=extra)
+    assert err.message == "Cannot exceed quota for PoliciesPerRole: 10"
+    page = call(ctx, "ListAttachedRolePolicies", RoleName="Exec", MaxItems=4)
+    assert page["IsTruncated"] and len(page["AttachedPolicies"]) == 4
+
+
+def test_user_attachments(ctx: RequestContext, seeded: Database) -> None:
+    call(ctx, "CreateUser", UserName="ivy", Path="/eng/")
+    arn = s3_arn("AmazonS3FullAccess")
+    call(ctx, "AttachUserPolicy", UserName="ivy", PolicyArn=arn)
+    listed = call(ctx, "ListAttachedUserPolicies", UserName="ivy")["AttachedPolicies"]
+    assert listed == [{"PolicyName": "AmazonS3FullAccess", "PolicyArn": arn}]
+    assert (
+        call(ctx, "ListAttachedUserPolicies", UserName="ivy", PathPrefix="/other/")["AttachedPolicies"] == []
+    )
+    entities = call(ctx, "ListEntitiesForPolicy", PolicyArn=arn, EntityFilter="User", PathPrefix="/eng/")
+    assert entities["PolicyUsers"][0]["UserName"] == "ivy"
+    fails(
+        ctx,
+        "AttachUserPolicy",
+        "NoSuchEntity",
+        404,
+        UserName="ivy",
+        PolicyArn=f"arn:aws:iam::{ACCOUNT}:policy/x",
+    )
+    fails(ctx, "AttachUserPolicy", "NoSuchEntity", 404, UserName="ghost", PolicyArn=arn)
+    call(ctx, "DetachUserPolicy", UserName="ivy", PolicyArn=arn)
+    fails(ctx, "DetachUserPolicy", "NoSuchEntity", 404, UserName="ivy", PolicyArn=arn)
+    fails(ctx, "ListAttachedUserPolicies", "NoSuchEntity", 404, UserName="ghost")
+
+
+def test_role_inline_policies(ctx: RequestContext) -> None:
+    make_role(ctx)
+    first = doc(allow("s3:GetObject"))
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="zeta", PolicyDocument=first)
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="alpha", PolicyDocument=first)
+    second = doc(allow("s3:PutObject"))
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="zeta", PolicyDocument=second)  # replaces
+    got = call(ctx, "GetRolePolicy", RoleName="Exec", PolicyName="zeta")
+    assert got["RoleName"] == "Exec" and got["PolicyName"] == "zeta"
+    assert unquote(got["PolicyDocument"]) == second
+    assert call(ctx, "ListRolePolicies", RoleName="Exec")["PolicyNames"] == ["alpha", "zeta"]
+    page = call(ctx, "ListRolePolicies", RoleName="Exec", MaxItems=1)
+    assert page["PolicyNames"] == ["alpha"] and page["IsTruncated"]
+    call(ctx, "DeleteRolePolicy", RoleName="Exec", PolicyName="alpha")
+    err = fails(ctx, "GetRolePolicy", "NoSuchEntity", 404, RoleName="Exec", PolicyName="alpha")
+    assert err.message == "The role policy with name alpha cannot be found."
+    fails(ctx, "DeleteRolePolicy", "NoSuchEntity", 404, RoleName="Exec", PolicyName="alpha")
+    fails(
+        ctx,
+        "PutRolePolicy",
+        "MalformedPolicyDocument",
+        400,
+        RoleName="Exec",
+        PolicyName="x",
+        PolicyDocument="{",
+    )
+    fails(ctx, "PutRolePolicy", "NoSuchEntity", 404, RoleName="Nope", PolicyName="x", PolicyDocument=first)
+    fails(ctx, "ListRolePolicies", "NoSuchEntity", 404, RoleName="Nope")
+    big = doc(allow([f"s3:GetObject{i:04d}" for i in range(600)]))
+    err = fails(
+        ctx, "PutRolePolicy", "LimitExceeded", 409, RoleName="Exec", PolicyName="big", PolicyDocument=big
+    )
+    assert err.message == "Maximum policy size of 10240 bytes exceeded for role Exec"
+
+
+def test_user_inline_policies(ctx: RequestContext) -> None:
+    call(ctx, "CreateUser", UserName="jo")
+    document = doc(allow("sagemaker:*"))
+    call(ctx, "PutUserPolicy", UserName="jo", PolicyName="sm", PolicyDocument=document)
+    got = call(ctx, "GetUserPolicy", UserName="jo", PolicyName="sm")
+    assert got["UserName"] == "jo" and decode(got["PolicyDocument"]) == json.loads(document)
+    assert call(ctx, "ListUserPolicies", UserName="jo")["PolicyNames"] == ["sm"]
+    call(ctx, "DeleteUserPolicy", UserName="jo", PolicyName="sm")
+    err = fails(ctx, "GetUserPolicy", "NoSuchEntity", 404, UserName="jo", PolicyName="sm")
+    assert err.message == "The user policy with name sm cannot be found."
+    fails(ctx, "DeleteUserPolicy", "NoSuchEntity", 404, UserName="jo", PolicyName="sm")
+    fails(
+        ctx,
+        "PutUserPolicy",
+        "MalformedPolicyDocument",
+        400,
+        UserName="jo",
+        PolicyName="x",
+        PolicyDocument=doc({"Effect": "Allow"}),
+    )
+    big = doc(allow([f"s3:GetObject{i:03d}" for i in range(150)]))
+    fails(ctx, "PutUserPolicy", "LimitExceeded", 409, UserName="jo", PolicyName="big", PolicyDocument=big)
+    fails(ctx, "ListUserPolicies", "NoSuchEntity", 404, UserName="ghost")
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def test_seed_is_idempotent(database: Database, ctx: RequestContext) -> None:
+    seed_managed_policies(database)
+    first = {p["Arn"]: p["PolicyId"] for p in call(ctx, "ListPolicies", Scope="AWS")["Policies"]}
+    seed_managed_policies(database)
+    second = {p["Arn"]: p["PolicyId"] for p in call(ctx, "ListPolicies", Scope="AWS")["Policies"]}
+    assert first == second
+    for name in (
+        "AmazonS3FullAccess",
+        "AmazonS3ReadOnlyAccess",
+        "AmazonSageMakerFullAccess",
+        "CloudWatchLogsFullAccess",
+    ):
+        policy = call(ctx, "GetPolicy", PolicyArn=s3_arn(name))["Policy"]
+        assert policy["Path"] == "/" and re.fullmatch(r"ANPA[A-Z0-9]{17}", policy["PolicyId"])
+        version = call(ctx, "GetPolicyVersion", PolicyArn=policy["Arn"], VersionId="v1")["PolicyVersion"]
+        parse_policy(unquote(version["Document"]))
+
+
+def test_seed_updates_changed_documents(database: Database, ctx: RequestContext, monkeypatch: Any) -> None:
+    seed_managed_policies(database)
+    original = managed_module.BUILTIN_POLICIES[1]
+    changed = managed_module.BuiltinPolicy(
+        original.name, original.description, ({"Effect": "Allow", "Action": "s3:*", "Resource": "*"},)
+    )
+    monkeypatch.setattr(managed_module, "BUILTIN_POLICIES", (changed,))
+    seed_managed_policies(database)
+    policy = call(ctx, "GetPolicy", PolicyArn=changed.arn)["Policy"]
+    assert policy["DefaultVersionId"] == "v2"
+    for _ in range(6):  # older versions are pruned to stay within five
+        monkeypatch.setattr(
+            managed_module,
+            "BUILTIN_POLICIES",
+            (
+                managed_module.BuiltinPolicy(
+                    original.name, "d", ({"Effect": "Allow", "Action": f"s3:A{_}", "Resource": "*"},)
+                ),
+            ),
+        )
+        seed_managed_policies(database)
+    assert len(call(ctx, "ListPolicyVersions", PolicyArn=changed.arn)["Versions"]) == 5
+
+
+# --------------------------------------------------------------------------- simulation
+
+
+def simulate(ctx: RequestContext, source: str, actions: list[str], **params: Any) -> list[dict[str, Any]]:
+    return call(ctx, "SimulatePrincipalPolicy", PolicySourceArn=source, ActionNames=actions, **params)[
+        "EvaluationResults"
+    ]
+
+
+def decisions(results: list[dict[str, Any]]) -> dict[str, str]:
+    return {r["EvalActionName"]: r["EvalDecision"] for r in results}
+
+
+def test_simulate_role_with_managed_and_inline(ctx: RequestContext, seeded: Database) -> None:
+    role = make_role(ctx)
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=s3_arn("AmazonS3FullAccess"))
+    results = simulate(ctx, role["Arn"], ["s3:GetObject", "sagemaker:CreateTrainingJob"])
+    assert decisions(results) == {"s3:GetObject": "allowed", "sagemaker:CreateTrainingJob": "implicitDeny"}
+    assert results[0]["EvalResourceName"] == "*"
+    assert results[0]["MatchedStatements"] == [
+        {"SourcePolicyId": "AmazonS3FullAccess", "SourcePolicyType": "aws-managed"}
+    ]
+    assert results[1]["MatchedStatements"] == []
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="NoDelete", PolicyDocument=doc(deny("s3:Delete*")))
+    results = simulate(ctx, role["Arn"], ["s3:DeleteObject", "s3:deleteobject", "s3:PutObject"])
+    assert decisions(results) == {
+        "s3:DeleteObject": "explicitDeny",
+        "s3:deleteobject": "explicitDeny",
+        "s3:PutObject": "allowed",
+    }
+    assert results[0]["MatchedStatements"] == [{"SourcePolicyId": "NoDelete", "SourcePolicyType": "role"}]
+
+
+def test_simulate_resources(ctx: RequestContext) -> None:
+    role = make_role(ctx)
+    call(
+        ctx,
+        "PutRolePolicy",
+        RoleName="Exec",
+        PolicyName="p",
+        PolicyDocument=doc(allow("s3:Get*", "arn:aws:s3:::data/*")),
+    )
+    one = simulate(ctx, role["Arn"], ["s3:GetObject"], ResourceArns=["arn:aws:s3:::data/train.csv"])
+    assert one[0]["EvalDecision"] == "allowed" and one[0]["EvalResourceName"] == "arn:aws:s3:::data/train.csv"
+    two = simulate(
+        ctx, role["Arn"], ["s3:GetObject"], ResourceArns=["arn:aws:s3:::data/a", "arn:aws:s3:::other/b"]
+    )
+    assert len(two) == 1 and two[0]["EvalDecision"] == "implicitDeny"  # the most restrictive wins
+    per_resource = {
+        r["EvalResourceName"]: r["EvalResourceDecision"] for r in two[0]["ResourceSpecificResults"]
+    }
+    assert per_resource == {"arn:aws:s3:::data/a": "allowed", "arn:aws:s3:::other/b": "implicitDeny"}
+    # Without a resource the simulation runs against "*", which any Resource pattern covers.
+    assert simulate(ctx, role["Arn"], ["s3:GetObject"])[0]["EvalDecision"] == "allowed"
+
+
+def test_simulate_conditions_and_context(ctx: RequestContext) -> None:
+    role = make_role(ctx)
+    statement = allow("s3:PutObject", Condition={"StringEquals": {"s3:x-amz-acl": "private"}})
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="p", PolicyDocument=doc(statement))
+    missing = simulate(ctx, role["Arn"], ["s3:PutObject"])[0]
+    assert missing["EvalDecision"] == "implicitDeny" and missing["MissingContextValues"] == ["s3:x-amz-acl"]
+    entry = {"ContextKeyName": "s3:x-amz-acl", "ContextKeyValues": ["private"], "ContextKeyType": "string"}
+    given = simulate(ctx, role["Arn"], ["s3:PutObject"], ContextEntries=[entry])[0]
+    assert given["EvalDecision"] == "allowed" and given["MissingContextValues"] == []
+
+
+def test_simulate_boundary_and_inputs(ctx: RequestContext, seeded: Database) -> None:
+    role = make_role(ctx, PermissionsBoundary=s3_arn("AmazonS3ReadOnlyAccess"))
+    call(ctx, "AttachRolePolicy", RoleName="Exec", PolicyArn=s3_arn("AdministratorAccess"))
+    results = simulate(ctx, role["Arn"], ["s3:GetObject", "s3:PutObject"])
+    assert decisions(results) == {"s3:GetObject": "allowed", "s3:PutObject": "implicitDeny"}
+    assert results[1]["PermissionsBoundaryDecisionDetail"] == {"AllowedByPermissionsBoundary": False}
+    wide = simulate(
+        ctx, role["Arn"], ["s3:PutObject"], PermissionsBoundaryPolicyInputList=[doc(allow("s3:*"))]
+    )
+    assert wide[0]["EvalDecision"] == "allowed"
+    extra = simulate(ctx, role["Arn"], ["s3:GetObject"], PolicyInputList=[doc(deny("s3:*"))])
+    assert extra[0]["EvalDecision"] == "explicitDeny"
+    assert extra[0]["MatchedStatements"] == [
+        {"SourcePolicyId": "PolicyInputList.1", "SourcePolicyType": "none"}
+    ]
+    for exclusion in ({"PolicyArn": s3_arn("AdministratorAccess")}, {"PolicyType": "aws-managed"}):
+        excluded = simulate(ctx, role["Arn"], ["s3:GetObject"], PolicyExclusionList=[exclusion])
+        assert excluded[0]["EvalDecision"] == "implicitDeny"
+    unbounded = simulate(
+        ctx, role["Arn"], ["s3:PutObject"], PolicyExclusionList=[{"PolicyType": "permission-boundary"}]
+    )
+    assert (
+        unbounded[0]["EvalDecision"] == "allowed" and "PermissionsBoundaryDecisionDetail" not in unbounded[0]
+    )
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="NoGet", PolicyDocument=doc(deny("s3:GetObject")))
+    inline_out = {
+        "InlinePolicyIdentifier": {"PolicyName": "NoGet", "AttachmentType": "role", "AttachmentName": "Exec"}
+    }
+    for exclusion in (inline_out, {"PolicyType": "inline"}):
+        assert (
+            simulate(ctx, role["Arn"], ["s3:GetObject"], PolicyExclusionList=[exclusion])[0]["EvalDecision"]
+            == "allowed"
+        )
+    assert simulate(ctx, role["Arn"], ["s3:GetObject"])[0]["EvalDecision"] == "explicitDeny"
+    fails(
+        ctx,
+        "SimulatePrincipalPolicy",
+        "InvalidInput",
+        400,
+        PolicySourceArn=role["Arn"],
+        ActionNames=["s3:x"],
+        PolicyInputList=["{"],
+    )
+
+
+def test_simulate_sources(ctx: RequestContext, database: Database) -> None:
+    make_role(ctx)
+    call(ctx, "PutRolePolicy", RoleName="Exec", PolicyName="p", PolicyDocument=doc(allow("sagemaker:*")))
+    session_arn = f"arn:aws:sts::{ACCOUNT}:assumed-role/Exec/botocore-session-1"
+    assert simulate(ctx, session_arn, ["sagemaker:CreateModel"])[0]["EvalDecision"] == "allowed"
+    call(ctx, "CreateUser", UserName="lee")
+    call(
+        ctx,
+        "PutUserPolicy",
+        UserName="lee",
+        PolicyName="p",
+        PolicyDocument=doc(allow("iam:GetUser", "arn:aws:iam::*:user/${aws:username}")),
+    )
+    user_arn = f"arn:aws:iam::{ACCOUNT}:user/lee"
+    ctx_entry = {"ContextKeyName": "aws:username", "ContextKeyValues": ["lee"], "ContextKeyType": "string"}
+    own = simulate(ctx, user_arn, ["iam:GetUser"], ResourceArns=[user_arn], ContextEntries=[ctx_entry])
+    assert own[0]["EvalDecision"] == "allowed"
+    other = simulate(
+        ctx,
+        user_arn,
+        ["iam:GetUser"],
+        ResourceArns=[f"arn:aws:iam::{ACCOUNT}:user/kim"],
+        ContextEntries=[ctx_entry],
+    )
+    assert other[0]["EvalDecision"] == "implicitDeny"
+    err = fails(
+        ctx,
+        "SimulatePrincipalPolicy",
+        "NoSuchEntity",
+        404,
+        PolicySourceArn=f"arn:aws:iam::{ACCOUNT}:role/Nope",
+        ActionNames=["s3:x"],
+    )
+    assert err.message == "The role with name Nope cannot be found."
+    fails(
+        ctx,
+        "SimulatePrincipalPolicy",
+        "InvalidInput",
+        400,
+        PolicySourceArn="arn:aws:s3:::bucket-name-here",
+        ActionNames=["s3:x"],
+    )
+    page = call(
+        ctx,
+        "SimulatePrincipalPolicy",
+        PolicySourceArn=user_arn,
+        ActionNames=["s3:a", "s3:b", "s3:c"],
+        MaxItems=2,
+    )
+    assert page["IsTruncated"] and len(page["EvaluationResults"]) == 2
+    rest = call(
+        ctx,
+        "SimulatePrincipalPolicy",
+        PolicySourceArn=user_arn,
+        ActionNames=["s3:a", "s3:b", "s3:c"],
+        Marker=page["Marker"],
+    )
+    assert [r["EvalActionName"] for r in rest["EvaluationResults"]] == ["s3:c"]
+    stored = load_principal_policies(database, "role", "Exec", ACCOUNT)
+    assert stored is not None and stored.arn.endswith(":role/Exec") and stored.boundary is None
+
+
+def test_simulate_custom_policy_with_resource_policy(ctx: RequestContext) -> None:
+    caller = f"arn:aws:iam::{ACCOUNT}:user/admin"
+    bucket_policy = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": caller},
+                    "Action": "s3:GetObject",
+                    "Resource": "arn:aws:s3:::b/*",
+                }
+            ],
+        }
+    )
+    result = call(
+        ctx,
+        "SimulateCustomPolicy",
+        PolicyInputList=[doc(allow("s3:ListBucket"))],
+        ActionNames=["s3:GetObject", "s3:ListBucket", "s3:PutObject"],
+        ResourceArns=["arn:aws:s3:::b/k"],
+        ResourcePolicy=bucket_policy,
+        CallerArn=caller,
+    )["EvaluationResults"]
+    assert decisions(result) == {
+        "s3:GetObject": "allowed",
+        "s3:ListBucket": "allowed",
+        "s3:PutObject": "implicitDeny",
+    }
+
+
+# --------------------------------------------------------------------------- the pure policy engine
+
+
+def _source(document: str, kind: Any = "identity") -> PolicySource:
+    return PolicySource(parse_policy(document, kind), "test", "none")
+
+
+def _decide(document: str, action: str, resource: str = "*", **context: list[str]) -> str:
+    return evaluate([_source(document)], Request(action, resource, context)).decision
+
+
+def test_engine_wildcards_and_negations() -> None:
+    assert _decide(doc(allow("*")), "anything:AtAll") == "allowed"
+    assert _decide(doc(allow("s3:Get*")), "s3:GetObjectTagging") == "allowed"
+    assert _decide(doc(allow("s3:Get?bject")), "s3:GetObject") == "allowed"
+    assert _decide(doc(allow("s3:Get*")), "s3:PutObject") == "implicitDeny"
+    not_action = doc({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"})
+    assert (
+        _decide(not_action, "s3:PutObject") == "allowed"
+        and _decide(not_action, "iam:CreateUser") == "implicitDeny"
+    )
+    not_resource = doc(
+        {"Effect": "Deny", "Action": "s3:*", "NotResource": "arn:aws:s3:::safe/*"}, allow("s3:*")
+    )
+    assert _decide(not_resource, "s3:GetObject", "arn:aws:s3:::safe/x") == "allowed"
+    assert _decide(not_resource, "s3:GetObject", "arn:aws:s3:::other/x") == "explicitDeny"
+    # Resource matching is case-sensitive, action matching is not.
+    assert (
+        _decide(doc(allow("S3:GETOBJECT", "arn:aws:s3:::Data/*")), "s3:GetObject", "arn:aws:s3:::data/x")
+        == "implicitDeny"
+    )
+
+
+def test_engine_conditions() -> None:
+    like = doc(allow("s3:*", Condition={"StringLike": {"s3:prefix": ["home/*", "shared/*"]}}))
+    assert _decide(like, "s3:ListBucket", **{"s3:prefix": ["home/me"]}) == "allowed"
+    assert _decide(like, "s3:ListBucket", **{"s3:prefix": ["etc/"]}) == "implicitDeny"
+    negated = doc(allow("s3:*", Condition={"StringNotEquals": {"aws:RequestedRegion": "eu-west-1"}}))
+    assert _decide(negated, "s3:GetObject") == "allowed"  # an absent key satisfies a negated operator
+    assert _decide(negated, "s3:GetObject", **{"aws:requestedregion": ["eu-west-1"]}) == "implicitDeny"
+    if_exists = doc(allow("s3:*", Condition={"NumericLessThanIfExists": {"s3:max-keys": "10"}}))
+    assert _decide(if_exists, "s3:ListBucket") == "allowed"
+    assert _decide(if_exists, "s3:ListBucket", **{"s3:max-keys": ["50"]}) == "implicitDeny"
+    null = doc(deny("*", Condition={"Null": {"aws:MultiFactorAuthAge": "true"}}), allow("*"))
+    assert _decide(null, "iam:DeleteUser") == "explicitDeny"
+    assert _decide(null, "iam:DeleteUser", **{"aws:MultiFactorAuthAge": ["30"]}) == "allowed"
+    all_values = doc(allow("*", Condition={"ForAllValues:StringEquals": {"aws:TagKeys": ["a", "b"]}}))
+    assert _decide(all_values, "iam:TagRole", **{"aws:TagKeys": ["a"]}) == "allowed"
+    assert _decide(all_values, "iam:TagRole", **{"aws:TagKeys": ["a", "c"]}) == "implicitDeny"
+    any_value = doc(allow("*", Condition={"ForAnyValue:StringEquals": {"aws:TagKeys": "c"}}))
+    assert _decide(any_value, "iam:TagRole", **{"aws:TagKeys": ["a", "c"]}) == "allowed"
+    assert _decide(any_value, "iam:TagRole") == "implicitDeny"
+    misc = doc(
+        allow(
+            "*",
+            Condition={
+                "Bool": {"aws:SecureTransport": True},
+                "IpAddress": {"aws:SourceIp": "10.0.0.0/8"},
+                "DateLessThan": {"aws:CurrentTime": "2030-01-01T00:00:00Z"},
+                "ArnLike": {"aws:SourceArn": "arn:aws:sagemaker:*:*:training-job/*"},
+            },
+        )
+    )
+    good = {
+        "aws:SecureTransport": ["true"],
+        "aws:SourceIp": ["10.1.2.3"],
+        "aws:CurrentTime": ["2025-06-01T00:00:00Z"],
+        "aws:SourceArn": [f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:training-job/x"],
+    }
+    assert _decide(misc, "s3:GetObject", **good) == "allowed"
+    assert _decide(misc, "s3:GetObject", **{**good, "aws:SourceIp": ["192.168.0.1"]}) == "implicitDeny"
+
+
+def test_engine_variables_need_the_2012_version() -> None:
+    statement = allow("s3:*", "arn:aws:s3:::home/${aws:username}/*")
+    assert (
+        _decide(doc(statement), "s3:GetObject", "arn:aws:s3:::home/ann/x", **{"aws:username": ["ann"]})
+        == "allowed"
+    )
+    assert (
+        _decide(doc(statement), "s3:GetObject", "arn:aws:s3:::home/bob/x", **{"aws:username": ["ann"]})
+        == "implicitDeny"
+    )
+    old = doc(statement, version="2008-10-17")
+    assert (
+        _decide(old, "s3:GetObject", "arn:aws:s3:::home/ann/x", **{"aws:username": ["ann"]}) == "implicitDeny"
+    )
+    literal = doc(allow("s3:*", "arn:aws:s3:::b/${*}"))
+    assert _decide(literal, "s3:GetObject", "arn:aws:s3:::b/*") == "allowed"
+    assert _decide(literal, "s3:GetObject", "arn:aws:s3:::b/x") == "implicitDeny"
+
+
+def test_engine_trust_policy_principals() -> None:
+    role_principal = doc(
+        {
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/path/Caller"},
+            "Action": "sts:AssumeRole",
+        }
+    )
+    source = _source(role_principal, "trust")
+    session = Caller(f"arn:aws:sts::{ACCOUNT}:assumed-role/Caller/s", ACCOUNT)
+    assert evaluate([source], Request("sts:AssumeRole", caller=session)).decision == "allowed"
+    stranger = Caller(f"arn:aws:iam::{ACCOUNT}:user/other", ACCOUNT)
+    assert evaluate([source], Request("sts:AssumeRole", caller=stranger)).decision == "implicitDeny"
+    account = _source(
+        doc({"Effect": "Allow", "Principal": {"AWS": ACCOUNT}, "Action": "sts:AssumeRole"}), "trust"
+    )
+    assert evaluate([account], Request("sts:AssumeRole", caller=stranger)).decision == "allowed"
+    service = _source(TRUST, "trust")
+    sm = Caller("", ACCOUNT, service="sagemaker.amazonaws.com")
+    assert evaluate([service], Request("sts:AssumeRole", caller=sm)).decision == "allowed"
+    assert evaluate([service], Request("sts:AssumeRole", caller=stranger)).decision == "implicitDeny"
+    with pytest.raises(PolicyError):
+        parse_policy(
+            doc({"Effect": "Allow", "Principal": {"Robot": "x"}, "Action": "sts:AssumeRole"}), "trust"
+        )
+
+
+def test_engine_authorize_combinations() -> None:
+    identity = [_source(doc(allow("s3:*")))]
+    boundary = [_source(doc(allow("s3:Get*")))]
+    assert authorize(Request("s3:GetObject"), identity, boundary).decision == "allowed"
+    capped = authorize(Request("s3:PutObject"), identity, boundary)
+    assert capped.decision == "implicitDeny" and capped.allowed_by_boundary is False
+    bucket = _source(
+        json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Deny",
+                        "Principal": "*",
+                        "Action": "s3:DeleteObject",
+                        "Resource": "arn:aws:s3:::b/*",
+                    }
+                ],
+            }
+        ),
+        "resource",
+    )
+    denied = authorize(Request("s3:DeleteObject", "arn:aws:s3:::b/k"), identity, None, bucket)
+    assert denied.decision == "explicitDeny" and denied.matched[0].source is bucket
+    assert authorize(Request("s3:GetObject", "arn:aws:s3:::b/k"), [], None, bucket).decision == "implicitDeny"
