@@ -131,14 +131,16 @@ def ensure_installation(db: Database) -> str:
 def ensure_admin(db: Database) -> tuple[str, str]:
     """Create the admin user and its access key on first start; return (key id, secret)."""
     with db.transaction() as session:
-        user = session.get(IamUser, ADMIN_USER)
+        # Found by flag, not name: the admin may have been renamed through IAM.
+        user = session.scalar(select(IamUser).where(IamUser.is_admin.is_(True)).limit(1))
         if user is None:
             user = IamUser(name=ADMIN_USER, user_id=random_id("AIDA", 17), path="/", is_admin=True)
             session.add(user)
-        key = session.scalar(select(AccessKey).where(AccessKey.user_name == ADMIN_USER).limit(1))
+        key = session.scalar(select(AccessKey).where(AccessKey.user_name == user.name,
+                                                     AccessKey.status == "Active").limit(1))
         if key is None:
             key = AccessKey(access_key_id=random_id("AKIA"), secret_access_key=random_secret(),
-                            user_name=ADMIN_USER, created=utcnow())
+                            user_name=user.name, created=utcnow())
             session.add(key)
         return key.access_key_id, key.secret_access_key
 

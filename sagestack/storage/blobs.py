@@ -120,6 +120,10 @@ class BlobWriter:
             with contextlib.suppress(FileNotFoundError):
                 self.tmp_path.unlink()
 
+    def __del__(self) -> None:
+        # A writer dropped without commit or abort (a handler bug) must not leave its temp file.
+        self.abort()
+
     def __enter__(self) -> BlobWriter:
         return self
 

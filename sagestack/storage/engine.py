@@ -30,6 +30,7 @@ from sagestack.db.models.objects import S3Bucket, S3MultipartUpload, S3Object, S
 from sagestack.storage import checksums as cks
 from sagestack.storage import errors, names, ranges
 from sagestack.storage.api import (
+    BodyWriter,
     BucketInfo,
     ChecksumExpectations,
     CompletedPart,
@@ -87,6 +88,13 @@ def _meta_from_row(row: Any) -> ObjectMeta:
     if fields["content_type"] is None:
         del fields["content_type"]
     return ObjectMeta(**fields, user=dict(row.user_meta or {}))
+
+
+def _own_writer(writer: BodyWriter) -> BlobWriter:
+    """Bodies are committed by the store that received them (the blob must already be on our disk)."""
+    if not isinstance(writer, BlobWriter):
+        raise TypeError("a LocalObjectStore only commits writers from its own begin_write()")
+    return writer
 
 
 class LocalObjectStore:
@@ -197,7 +205,7 @@ class LocalObjectStore:
         self,
         bucket: str,
         key: str,
-        writer: BlobWriter,
+        writer: BodyWriter,
         meta: ObjectMeta,
         expected: ChecksumExpectations | None = None,
         *,
@@ -205,6 +213,7 @@ class LocalObjectStore:
         if_none_match: str | None = None,
     ) -> ObjectInfo:
         """Commit a received body as ``bucket/key``; replaces any existing object atomically."""
+        writer = _own_writer(writer)
         try:
             raw_key = names.encode_key(key)
             names.check_user_metadata(meta.user)
@@ -327,7 +336,7 @@ class LocalObjectStore:
         if if_match is not None:
             if row is None:
                 raise errors.no_such_key(names.decode_key(raw_key))
-            if not ranges._etag_matches(if_match, row.etag):
+            if not ranges.etag_matches(if_match, row.etag):
                 raise errors.precondition_failed("If-Match")
 
     # ======================================================================================
@@ -390,8 +399,6 @@ class LocalObjectStore:
             raise AwsError(
                 "InvalidRequest", "Cannot specify both Range header and partNumber query parameter."
             )
-        info, row = self._lookup(bucket, key)  # validate before opening anything
-        self._span(row, byte_range, part_number)
         info, row, fd = self._open_current(bucket, key)
         try:
             span = self._span(row, byte_range, part_number)
@@ -646,9 +653,10 @@ class LocalObjectStore:
         key: str,
         upload_id: str,
         part_number: int,
-        writer: BlobWriter,
+        writer: BodyWriter,
         expected: ChecksumExpectations | None = None,
     ) -> PartInfo:
+        writer = _own_writer(writer)
         try:
             self._check_part_number(part_number)
             upload = self.get_upload(bucket, key, upload_id)

@@ -41,6 +41,8 @@ def format_range(spec: RangeSpec) -> str:
 def resolve_range(spec: RangeSpec, size: int) -> tuple[int, int]:
     """Inclusive (first, last) within an object of ``size`` bytes; unsatisfiable -> InvalidRange (416)."""
     first, last = spec
+    if first is not None and last is not None and last < first:
+        raise errors.invalid_range(format_range(spec), size)
     if first is None:  # suffix: the last `last` bytes
         if not last or size == 0:
             raise errors.invalid_range(format_range(spec), size)
@@ -73,7 +75,8 @@ class Condition(Enum):
     NOT_MODIFIED = 304
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
+    """Whether an If-Match / If-None-Match value (a list, ``*``, quoted or not) names ``etag``."""
     bare = etag.strip('"')
     for candidate in header.split(","):
         candidate = candidate.strip()
@@ -101,12 +104,12 @@ def check_conditions(
     If-Unmodified-Since, and If-None-Match, when present, overrides If-Modified-Since.
     """
     if if_match is not None:
-        if not _etag_matches(if_match, etag):
+        if not etag_matches(if_match, etag):
             raise errors.precondition_failed("If-Match")
     elif if_unmodified_since is not None and last_modified > if_unmodified_since:
         raise errors.precondition_failed("If-Unmodified-Since")
     if if_none_match is not None:
-        if _etag_matches(if_none_match, etag):
+        if etag_matches(if_none_match, etag):
             return Condition.NOT_MODIFIED
     elif if_modified_since is not None and last_modified <= if_modified_since:
         return Condition.NOT_MODIFIED

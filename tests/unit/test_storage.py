@@ -131,8 +131,24 @@ def test_hashers_stream_like_one_shot() -> None:
 # ======================================================================================
 @pytest.mark.parametrize(
     "name",
-    ["ab", "a" * 64, "Upper", "under_score", "-dash", "dash-", "two..dots", "192.168.5.4",
-     "xn--abc", "sthree-x", "amzn-s3-demo-x", "x-s3alias", "x--ol-s3", "x.mrap", "x--x-s3", "a b"],
+    [
+        "ab",
+        "a" * 64,
+        "Upper",
+        "under_score",
+        "-dash",
+        "dash-",
+        "two..dots",
+        "192.168.5.4",
+        "xn--abc",
+        "sthree-x",
+        "amzn-s3-demo-x",
+        "x-s3alias",
+        "x--ol-s3",
+        "x.mrap",
+        "x--x-s3",
+        "a b",
+    ],
 )
 def test_invalid_bucket_names(store: LocalObjectStore, name: str) -> None:
     assert not is_valid_bucket_name(name)
@@ -294,13 +310,21 @@ def test_additional_checksums(store: LocalObjectStore, algorithm: str, announced
     data = os.urandom(200_000)
     value = b64(_digest(algorithm, data))
     algorithms = [algorithm] if announced else []  # unannounced: recomputed from disk at commit
-    info = put(store, "k", data, algorithms=algorithms, expected=ChecksumExpectations(checksums={algorithm: value}))
+    info = put(
+        store, "k", data, algorithms=algorithms, expected=ChecksumExpectations(checksums={algorithm: value})
+    )
     assert info.checksums == {algorithm: value}
     assert info.checksum_type == "FULL_OBJECT"
     assert store.head_object("bkt", "k").checksums == {algorithm: value}
     wrong = b64(_digest(algorithm, b"other"))
     with raises("BadDigest", 400) as exc:
-        put(store, "k", data, algorithms=algorithms, expected=ChecksumExpectations(checksums={algorithm: wrong}))
+        put(
+            store,
+            "k",
+            data,
+            algorithms=algorithms,
+            expected=ChecksumExpectations(checksums={algorithm: wrong}),
+        )
     assert exc.value.message == f"The {algorithm} you specified did not match the calculated checksum."
     assert read(store, "k") == data  # the failed overwrite left the object alone
 
@@ -457,9 +481,34 @@ def test_copy_object(store: LocalObjectStore) -> None:
 # listing
 # ======================================================================================
 TRICKY_KEYS = [
-    "a", "a b", "a+b", "a%2Fb", "a/b", "a//b", "a/b/c", "a/b/d", "a/c", "a/é", "a/z", "ab",
-    "b", "b/", "b//", "b//x", "photos/2024/jan.jpg", "photos/2024/feb.jpg", "photos/2025/x",
-    "photos/index", "z", "é", "日本/語", "日本語", "\U0001f600/smile", "\ufb01", " lead", "~tilde",
+    "a",
+    "a b",
+    "a+b",
+    "a%2Fb",
+    "a/b",
+    "a//b",
+    "a/b/c",
+    "a/b/d",
+    "a/c",
+    "a/é",
+    "a/z",
+    "ab",
+    "b",
+    "b/",
+    "b//",
+    "b//x",
+    "photos/2024/jan.jpg",
+    "photos/2024/feb.jpg",
+    "photos/2025/x",
+    "photos/index",
+    "z",
+    "é",
+    "日本/語",
+    "日本語",
+    "\U0001f600/smile",
+    "\ufb01",
+    " lead",
+    "~tilde",
 ]
 
 
@@ -491,11 +540,18 @@ def engine_list(store, **kw):
     return [o.key for o in r.contents], r.common_prefixes, r.is_truncated, r.next_marker
 
 
-@pytest.fixture
-def tricky(store: LocalObjectStore) -> LocalObjectStore:
+@pytest.fixture(scope="module")
+def tricky(tmp_path_factory: pytest.TempPathFactory) -> LocalObjectStore:
+    """One read-only store with TRICKY_KEYS, shared by the listing tests (puts fsync: slow-ish)."""
+    root = tmp_path_factory.mktemp("tricky")
+    database = Database(f"sqlite:///{root}/t.db")
+    Base.metadata.create_all(database.engine)
+    s = LocalObjectStore(database, root / "objects")
+    s.create_bucket("bkt", "us-east-1", OWNER)
     for key in TRICKY_KEYS:
-        put(store, key, key.encode())
-    return store
+        put(s, key, key.encode())
+    yield s
+    database.dispose()
 
 
 def test_listing_is_in_utf8_byte_order(tricky: LocalObjectStore) -> None:
@@ -553,8 +609,16 @@ def _bulk_insert(store: LocalObjectStore, keys: list[str]) -> None:
         s.execute(
             insert(S3Object),
             [
-                {"bucket_id": bucket_id, "key": k.encode(), "size": 1, "etag": "0" * 32,
-                 "last_modified": now, "blob": f"00/{i:032x}", "checksums": {}, "user_meta": {}}
+                {
+                    "bucket_id": bucket_id,
+                    "key": k.encode(),
+                    "size": 1,
+                    "etag": "0" * 32,
+                    "last_modified": now,
+                    "blob": f"00/{i:032x}",
+                    "checksums": {},
+                    "user_meta": {},
+                }
                 for i, k in enumerate(keys)
             ],
         )
@@ -581,7 +645,9 @@ def test_listing_speed_over_20k_keys(store: LocalObjectStore) -> None:
         marker = page.next_marker
     t_full = time.perf_counter() - t0
     assert count == 20_000
-    print(f"\n20k keys: delimiter listing {t_delim * 1000:.1f} ms, full paginated walk {t_full * 1000:.0f} ms")
+    print(
+        f"\n20k keys: delimiter listing {t_delim * 1000:.1f} ms, full paginated walk {t_full * 1000:.0f} ms"
+    )
     assert t_delim < 5 and t_full < 30  # generous: catches only pathological regressions
 
 
@@ -626,7 +692,9 @@ def test_multipart_part_reupload_and_subset(store: LocalObjectStore) -> None:
     assert len(blob_files(store)) == 3
     listed = store.list_parts("bkt", "mp", up.upload_id)
     assert [p.part_number for p in listed.parts] == [1, 2, 3] and listed.parts[0].etag == p1.etag
-    store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, p1.etag), CompletedPart(3, p3.etag)])
+    store.complete_multipart_upload(
+        "bkt", "mp", up.upload_id, [CompletedPart(1, p1.etag), CompletedPart(3, p3.etag)]
+    )
     assert read(store, "mp") == b"b" * (5 * MiB) + b"end"
     assert len(blob_files(store)) == 1
 
@@ -643,22 +711,32 @@ def test_multipart_errors(store: LocalObjectStore) -> None:
         assert exc.value.message == "Part number must be an integer between 1 and 10000, inclusive"
         assert exc.value.extra == {"ArgumentName": "partNumber", "ArgumentValue": str(bad)}
     with raises("InvalidPartOrder", 400):
-        store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(2, big.etag), CompletedPart(1, small.etag)])
+        store.complete_multipart_upload(
+            "bkt", "mp", up.upload_id, [CompletedPart(2, big.etag), CompletedPart(1, small.etag)]
+        )
     with raises("InvalidPartOrder", 400):
-        store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, small.etag), CompletedPart(1, small.etag)])
+        store.complete_multipart_upload(
+            "bkt", "mp", up.upload_id, [CompletedPart(1, small.etag), CompletedPart(1, small.etag)]
+        )
     with raises("InvalidPart", 400) as exc:
         store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, '"deadbeef"')])
     assert exc.value.extra["PartNumber"] == "1" and exc.value.extra["UploadId"] == up.upload_id
     with raises("InvalidPart", 400):
-        store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, small.etag), CompletedPart(7, big.etag)])
+        store.complete_multipart_upload(
+            "bkt", "mp", up.upload_id, [CompletedPart(1, small.etag), CompletedPart(7, big.etag)]
+        )
     with raises("EntityTooSmall", 400) as exc:
-        store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, small.etag), CompletedPart(2, big.etag)])
+        store.complete_multipart_upload(
+            "bkt", "mp", up.upload_id, [CompletedPart(1, small.etag), CompletedPart(2, big.etag)]
+        )
     assert exc.value.message == "Your proposed upload is smaller than the minimum allowed size"
     assert exc.value.extra["ProposedSize"] == "100" and exc.value.extra["MinSizeAllowed"] == str(5 * MiB)
     with raises("MalformedXML"):
         store.complete_multipart_upload("bkt", "mp", up.upload_id, [])
     # A single small last part is fine; unquoted ETags are accepted as in S3.
-    info = store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, small.etag.strip('"'))])
+    info = store.complete_multipart_upload(
+        "bkt", "mp", up.upload_id, [CompletedPart(1, small.etag.strip('"'))]
+    )
     assert info.size == 100
     for call in (
         lambda: store.get_upload("bkt", "mp", up.upload_id),
@@ -694,34 +772,53 @@ def test_multipart_composite_and_full_object_checksums(store: LocalObjectStore) 
     sha_parts = [hashlib.sha256(d).digest() for d in data]
     assert [p.checksums["SHA256"] for p in parts] == [b64(s) for s in sha_parts]
     with raises("InvalidRequest") as exc:
-        store.complete_multipart_upload("bkt", "c", up.upload_id, [CompletedPart(1, parts[0].etag), CompletedPart(2, parts[1].etag)])
+        store.complete_multipart_upload(
+            "bkt", "c", up.upload_id, [CompletedPart(1, parts[0].etag), CompletedPart(2, parts[1].etag)]
+        )
     assert "missing for part 1" in exc.value.message
     done = [CompletedPart(p.part_number, p.etag, p.checksums) for p in parts]
     info = store.complete_multipart_upload("bkt", "c", up.upload_id, done)
     assert info.checksums == {"SHA256": f"{b64(hashlib.sha256(b''.join(sha_parts)).digest())}-2"}
     assert info.checksum_type == "COMPOSITE"
 
-    up = store.create_multipart_upload("bkt", "f", ObjectMeta(), checksum_algorithm="CRC32", checksum_type="FULL_OBJECT")
+    up = store.create_multipart_upload(
+        "bkt", "f", ObjectMeta(), checksum_algorithm="CRC32", checksum_type="FULL_OBJECT"
+    )
     parts = [upload_part(store, up, i + 1, d, key="f") for i, d in enumerate(data)]
     whole = b64(zlib.crc32(b"".join(data)).to_bytes(4, "big"))
     with raises("BadDigest"):
         store.complete_multipart_upload(
-            "bkt", "f", up.upload_id, [CompletedPart(p.part_number, p.etag) for p in parts],
+            "bkt",
+            "f",
+            up.upload_id,
+            [CompletedPart(p.part_number, p.etag) for p in parts],
             ChecksumExpectations(checksums={"CRC32": b64(b"\0\0\0\1")}),
         )
     info = store.complete_multipart_upload(
-        "bkt", "f", up.upload_id, [CompletedPart(p.part_number, p.etag) for p in parts],
+        "bkt",
+        "f",
+        up.upload_id,
+        [CompletedPart(p.part_number, p.etag) for p in parts],
         ChecksumExpectations(checksums={"CRC32": whole}),
     )
     assert info.checksums == {"CRC32": whole} and info.checksum_type == "FULL_OBJECT"
 
     with raises("InvalidRequest"):
-        store.create_multipart_upload("bkt", "x", ObjectMeta(), checksum_algorithm="SHA1", checksum_type="FULL_OBJECT")
+        store.create_multipart_upload(
+            "bkt", "x", ObjectMeta(), checksum_algorithm="SHA1", checksum_type="FULL_OBJECT"
+        )
     with raises("InvalidRequest"):
         store.create_multipart_upload("bkt", "x", ObjectMeta(), checksum_type="COMPOSITE")
     up = store.create_multipart_upload("bkt", "x", ObjectMeta(), checksum_algorithm="CRC32")
     with raises("InvalidRequest"):  # a part's checksum must use the upload's algorithm
-        upload_part(store, up, 1, b"abc", key="x", expected=ChecksumExpectations(checksums={"SHA1": b64(hashlib.sha1(b"abc").digest())}))
+        upload_part(
+            store,
+            up,
+            1,
+            b"abc",
+            key="x",
+            expected=ChecksumExpectations(checksums={"SHA1": b64(hashlib.sha1(b"abc").digest())}),
+        )
 
 
 def test_upload_part_copy(store: LocalObjectStore) -> None:
@@ -740,7 +837,9 @@ def test_upload_part_copy(store: LocalObjectStore) -> None:
     assert exc.value.message == f"Range specified is not valid for source object of size: {6 * MiB}"
     with raises("NoSuchKey"):
         store.upload_part_copy("bkt", "mp", up.upload_id, 4, "bkt", "nope")
-    store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(n, p.etag) for n, p in enumerate([p1, p2, p3], 1)])
+    store.complete_multipart_upload(
+        "bkt", "mp", up.upload_id, [CompletedPart(n, p.etag) for n, p in enumerate([p1, p2, p3], 1)]
+    )
     assert read(store, "mp") == source[: 5 * MiB] + source + source[5 * MiB :]
 
 
@@ -756,8 +855,11 @@ def test_list_multipart_uploads(store: LocalObjectStore) -> None:
     ups = [store.create_multipart_upload("bkt", k, ObjectMeta()) for k in ["b", "a/1", "a/2", "b", "c"]]
     page = store.list_multipart_uploads("bkt")
     assert [(u.key, u.upload_id) for u in page.uploads] == [
-        ("a/1", ups[1].upload_id), ("a/2", ups[2].upload_id),
-        ("b", ups[0].upload_id), ("b", ups[3].upload_id), ("c", ups[4].upload_id),
+        ("a/1", ups[1].upload_id),
+        ("a/2", ups[2].upload_id),
+        ("b", ups[0].upload_id),
+        ("b", ups[3].upload_id),
+        ("c", ups[4].upload_id),
     ]
     page = store.list_multipart_uploads("bkt", delimiter="/")
     assert page.common_prefixes == ["a/"] and [u.key for u in page.uploads] == ["b", "b", "c"]

@@ -33,6 +33,8 @@ class SparseRecords:
     counts: np.ndarray
     indices: np.ndarray
     values: np.ndarray
+    #: Width the records declare (their tensor ``shape``); sparse rows may stop short of it.
+    width: int = 0
 
 
 _RECORDIO_MAGIC = 0xCED7230A
@@ -163,20 +165,25 @@ def _pick(entries: dict[str, bytes], what: str) -> bytes:
 
 
 def read_file(path: Path) -> SparseRecords:
+    """Every record of one file; raises ValueError on a malformed stream."""
     labels: list[float] = []
     counts: list[int] = []
     indices: list[np.ndarray] = []
     values: list[np.ndarray] = []
+    width = 0
     for payload in _recordio_payloads(path.read_bytes()):
         features, label = _record_maps(payload)
         label_values, _, _ = _tensor(_pick(label, "label"))
         if label_values.size == 0:
             raise ValueError(f"record {len(labels) + 1} has an empty label")
-        feature_values, keys, _shape = _tensor(_pick(features, "features"))
-        index = np.asarray(keys, dtype=np.int64) if keys else np.arange(feature_values.size)
+        feature_values, keys, shape = _tensor(_pick(features, "features"))
+        if keys and len(keys) != feature_values.size:
+            number = len(labels) + 1
+            raise ValueError(f"record {number} has {len(keys)} keys for {feature_values.size} values")
+        width = max(width, shape[0] if shape else feature_values.size)
         labels.append(float(label_values[0]))
         counts.append(feature_values.size)
-        indices.append(index)
+        indices.append(np.asarray(keys, dtype=np.int64) if keys else np.arange(feature_values.size))
         values.append(feature_values.astype(np.float32))
     if not labels:
         empty = np.empty(0, dtype=np.float32)
@@ -186,4 +193,5 @@ def read_file(path: Path) -> SparseRecords:
         np.asarray(counts, dtype=np.int64),
         np.concatenate(indices).astype(np.int32),
         np.concatenate(values),
+        width,
     )

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from sagestack.db import Database
 from sagestack.db.models.identity import ManagedPolicy
+from sagestack.services import seeder
 from sagestack.services.iam.common import AWS_POLICY_PREFIX
 from sagestack.services.iam.policies import MAX_VERSIONS, add_version, new_policy, versions_of
 
@@ -182,6 +183,7 @@ def _refresh(session: Session, stored: ManagedPolicy, builtin: BuiltinPolicy) ->
     stored.description = builtin.description
 
 
+@seeder
 def seed_managed_policies(database: Database) -> None:
     """Create or update the built-in AWS managed policies; safe to call on every start."""
     with database.transaction() as session:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:42:26.627904
+Create Date: 2026-11-28 03:43:38.863634
 """
 
 from collections.abc import Sequence
