@@ -18,6 +18,7 @@ from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
+from sagestack.storage import LocalObjectStore
 from sagestack.tls import ensure_certificate
 
 log = logging.getLogger("sagestack")
@@ -37,8 +38,19 @@ def prepare(settings: Settings) -> Platform:
     services.load_all()
     for seed in services.seeders():
         seed(db)
-    return Platform(settings=settings, db=db, account_id=account_id,
-                    credentials=CredentialStore(db, account_id))
+    platform = Platform(settings=settings, db=db, account_id=account_id,
+                        credentials=CredentialStore(db, account_id))
+    platform.parts["storage"] = _object_store(settings, db)
+    return platform
+
+
+def _object_store(settings: Settings, db: Database) -> LocalObjectStore:
+    """The embedded store; blobs left by a crash (temp files, unreferenced blobs) go first."""
+    store = LocalObjectStore(db, settings.objects_dir)
+    report = store.recover()
+    if report.temp_files_removed or report.orphan_blobs_removed:
+        log.info("object store recovery: %s", report)
+    return store
 
 
 def build_app(platform: Platform) -> RootApp:

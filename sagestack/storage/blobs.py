@@ -57,15 +57,17 @@ class BlobWriter:
     """Receives a body into a temp file, hashing as it goes. Use as a context manager or abort()."""
 
     def __init__(self, tmp_dir: Path, algorithms: Iterable[str], max_size: int) -> None:
+        self._file: BinaryIO | None = None
+        self._done = True  # published or aborted (or never created): the temp file is not ours
         chosen = sorted({cks.normalize_algorithm(a) for a in algorithms})  # may raise: before any file
         self._md5 = cks.new_hasher("MD5")
         self._hashers = {a: cks.new_hasher(a) for a in chosen}
         self.tmp_path = tmp_dir / f"{secrets.token_hex(16)}.tmp"
-        self._file: BinaryIO | None = open(self.tmp_path, "xb")  # noqa: SIM115 - lives across calls
         self._size = 0
         self._max_size = max_size
         self._finished: FinishedBody | None = None
-        self._done = False  # published or aborted: the temp file is no longer ours
+        self._file = open(self.tmp_path, "xb")  # noqa: SIM115 - lives across calls
+        self._done = False
 
     @property
     def size(self) -> int:

@@ -12,10 +12,9 @@ unlink), and the bytes streamed in 1 MiB chunks.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,7 +27,7 @@ from sagestack.aws.errors import AwsError
 from sagestack.db.base import Database, utcnow
 from sagestack.db.models.objects import S3Bucket, S3MultipartUpload, S3Object, S3UploadPart
 from sagestack.storage import checksums as cks
-from sagestack.storage import errors, names, ranges
+from sagestack.storage import errors, multipart, names, ranges
 from sagestack.storage.api import (
     BodyWriter,
     BucketInfo,
@@ -270,7 +269,7 @@ class LocalObjectStore:
         fields: dict[str, Any],
         if_match: str | None = None,
         if_none_match: str | None = None,
-        extra: Any = None,
+        extra: Callable[[Session], list[str]] | None = None,
     ) -> ObjectInfo:
         """Point ``bucket/key`` at a published blob in one short transaction.
 
@@ -625,7 +624,7 @@ class LocalObjectStore:
     ) -> UploadInfo:
         raw_key = names.encode_key(key)
         names.check_user_metadata(meta.user)
-        algorithm, ctype = _upload_checksum_mode(checksum_algorithm, checksum_type)
+        algorithm, ctype = multipart.upload_checksum_mode(checksum_algorithm, checksum_type)
         with self.db.transaction() as s:
             b = self._bucket_row(s, bucket)
             row = S3MultipartUpload(
@@ -661,7 +660,7 @@ class LocalObjectStore:
             self._check_part_number(part_number)
             upload = self.get_upload(bucket, key, upload_id)
             if expected is not None and upload.checksum_algorithm:
-                _check_same_algorithm(upload.checksum_algorithm, expected.algorithms())
+                multipart.check_same_algorithm(upload.checksum_algorithm, expected.algorithms())
             body = writer.finish()
             digests = self._verify_body(body, expected)
             if upload.checksum_algorithm and upload.checksum_algorithm not in digests:
@@ -767,9 +766,9 @@ class LocalObjectStore:
                 p.part_number: p
                 for p in s.scalars(select(S3UploadPart).where(S3UploadPart.upload_pk == upload_pk))
             }
-        chosen = _validate_completed_parts(upload, parts, stored)
-        fields = _multipart_fields(upload, chosen)
-        _verify_multipart_expectations(upload, fields, expected)
+        chosen = multipart.validate_completed_parts(upload, parts, stored)
+        fields = multipart.multipart_fields(upload, chosen)
+        multipart.verify_multipart_expectations(upload, fields, expected)
         tmp = self.blobs.concat((p.blob, 0, p.size) for p in chosen)
         blob = self.blobs.publish(tmp)
         fields.update(_header_columns(upload.meta))
@@ -896,114 +895,3 @@ class LocalObjectStore:
                 current = cp
                 if marker is None or cp > marker:
                     yield cp, None
-
-
-# ==========================================================================================
-# multipart helpers
-# ==========================================================================================
-def _upload_checksum_mode(algorithm: str | None, checksum_type: str | None) -> tuple[str | None, str | None]:
-    """CreateMultipartUpload's checksum algorithm and type, with S3's defaults and rules."""
-    if algorithm is None:
-        if checksum_type is not None:
-            raise AwsError(
-                "InvalidRequest",
-                "The x-amz-checksum-type header can only be used with the x-amz-checksum-algorithm header.",
-            )
-        return None, None
-    algorithm = cks.normalize_algorithm(algorithm)
-    # CRC64NVME only exists as a full-object checksum; everything else defaults to COMPOSITE.
-    ctype = (checksum_type or ("FULL_OBJECT" if algorithm == "CRC64NVME" else "COMPOSITE")).upper()
-    if ctype not in ("FULL_OBJECT", "COMPOSITE"):
-        raise AwsError("InvalidRequest", "Value for x-amz-checksum-type header is invalid.")
-    if ctype == "FULL_OBJECT" and algorithm not in cks.CRC_ALGORITHMS:
-        raise AwsError(
-            "InvalidRequest",
-            f"The FULL_OBJECT checksum type cannot be used with the {algorithm.lower()} checksum algorithm.",
-        )
-    if ctype == "COMPOSITE" and algorithm == "CRC64NVME":
-        raise AwsError(
-            "InvalidRequest",
-            "The COMPOSITE checksum type cannot be used with the crc64nvme checksum algorithm.",
-        )
-    return algorithm, ctype
-
-
-def _check_same_algorithm(upload_algorithm: str, given: set[str]) -> None:
-    other = sorted(given - {upload_algorithm})
-    if other:
-        raise AwsError(
-            "InvalidRequest",
-            f"Checksum Type mismatch occurred, expected checksum Type: {upload_algorithm.lower()}, "
-            f"actual checksum Type: {other[0].lower()}",
-        )
-
-
-def _validate_completed_parts(
-    upload: UploadInfo, parts: Sequence[CompletedPart], stored: dict[int, S3UploadPart]
-) -> list[S3UploadPart]:
-    """The stored parts the request names, after S3's checks (InvalidPart, EntityTooSmall...)."""
-    algorithm = upload.checksum_algorithm
-    chosen: list[S3UploadPart] = []
-    for part in parts:
-        row = stored.get(part.part_number)
-        if row is None or part.etag.strip().strip('"').lower() != row.etag:
-            raise errors.invalid_part(upload.upload_id, part.part_number, part.etag)
-        given = {cks.normalize_algorithm(a): v for a, v in part.checksums.items()}
-        if algorithm:
-            if algorithm not in given and upload.checksum_type == "COMPOSITE":
-                raise errors.missing_part_checksum(algorithm, part.part_number)
-            if algorithm in given and given[algorithm] != (row.checksums or {}).get(algorithm):
-                raise errors.invalid_part(upload.upload_id, part.part_number, part.etag)
-        chosen.append(row)
-    for row in chosen[:-1]:  # only the last part may be under 5 MiB
-        if row.size < errors.MIN_PART_SIZE:
-            raise errors.entity_too_small(row.size, row.part_number, row.etag)
-    return chosen
-
-
-def _multipart_fields(upload: UploadInfo, chosen: list[S3UploadPart]) -> dict[str, Any]:
-    """Size, ETag (MD5 of the concatenated binary part MD5s, then -N) and checksum of the result."""
-    md5s = b"".join(bytes.fromhex(p.etag) for p in chosen)
-    etag = f"{hashlib.md5(md5s, usedforsecurity=False).hexdigest()}-{len(chosen)}"
-    checksums: dict[str, str] = {}
-    algorithm = upload.checksum_algorithm
-    if algorithm:
-        digests = [cks.decode_checksum(algorithm, p.checksums[algorithm]) for p in chosen]
-        if upload.checksum_type == "FULL_OBJECT":
-            checksums[algorithm] = cks.combine_crcs(
-                algorithm, [(d, p.size) for d, p in zip(digests, chosen, strict=True)]
-            )
-        else:
-            checksums[algorithm] = cks.composite(algorithm, digests)
-    return {
-        "size": sum(p.size for p in chosen),
-        "etag": etag,
-        "checksums": checksums,
-        "checksum_type": upload.checksum_type if checksums else None,
-        "part_sizes": [p.size for p in chosen],
-    }
-
-
-def _verify_multipart_expectations(
-    upload: UploadInfo, fields: dict[str, Any], expected: ChecksumExpectations | None
-) -> None:
-    """x-amz-mp-object-size and a whole-object x-amz-checksum-* sent with CompleteMultipartUpload."""
-    if expected is None:
-        return
-    if expected.size is not None and expected.size != fields["size"]:
-        raise AwsError(
-            "InvalidRequest",
-            f"The provided 'x-amz-mp-object-size' header value {expected.size} does not match what was "
-            f"computed: {fields['size']}",
-        )
-    for name, value in expected.checksums.items():
-        algorithm = cks.normalize_algorithm(name)
-        have = fields["checksums"].get(algorithm)
-        if have is None:
-            raise AwsError(
-                "InvalidRequest",
-                f"The upload was created using the {(upload.checksum_algorithm or 'null').lower()} checksum "
-                f"algorithm, not {algorithm.lower()}.",
-            )
-        if value.split("-")[0] != have.split("-")[0]:
-            raise errors.bad_checksum(algorithm)

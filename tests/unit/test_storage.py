@@ -394,7 +394,6 @@ def test_ranges(store: LocalObjectStore) -> None:
             store.open_object("bkt", "k", spec)
         assert exc.value.message == "The requested range is not satisfiable"
         assert exc.value.extra["ActualObjectSize"] == "11"
-    assert store.open_object("bkt", "k", (11, None)) if False else True
     put(store, "empty", b"")
     with raises("InvalidRange", 416):
         store.open_object("bkt", "empty", (0, None))
@@ -625,14 +624,13 @@ def _bulk_insert(store: LocalObjectStore, keys: list[str]) -> None:
 
 
 def test_listing_speed_over_20k_keys(store: LocalObjectStore) -> None:
-    # 200 "directories" x 100 files, plus 20 directories with 0 nested levels.
+    # 200 "directories" x 100 files: a delimiter listing must seek over each, not read 20k rows.
     keys = [f"data/part-{d:03d}/file-{f:03d}.csv" for d in range(200) for f in range(100)]
     _bulk_insert(store, keys)
     t0 = time.perf_counter()
     r = store.list_objects("bkt", prefix="data/", delimiter="/")
     t_delim = time.perf_counter() - t0
     assert r.common_prefixes == [f"data/part-{d:03d}/" for d in range(200)] and not r.is_truncated
-    t0 = time.perf_counter()
     r = store.list_objects("bkt", prefix="data/part-150/", delimiter="/")
     assert len(r.contents) == 100
     t0 = time.perf_counter()
