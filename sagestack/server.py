@@ -15,6 +15,7 @@ from sagestack.app import RootApp, internal_app
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
+from sagestack.control.training import TrainingController
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
@@ -41,6 +42,11 @@ def prepare(settings: Settings) -> Platform:
     platform = Platform(settings=settings, db=db, account_id=account_id,
                         credentials=CredentialStore(db, account_id))
     platform.parts["storage"] = _object_store(settings, db)
+    training = TrainingController(platform)
+    ended = training.recover()
+    if ended:
+        log.warning("%d training job(s) interrupted by the last shutdown were ended", ended)
+    platform.parts["training"] = training
     return platform
 
 

@@ -31,6 +31,7 @@ SERVICE_MODULES = [
     "sagestack.services.iam",
     "sagestack.services.logs",
     "sagestack.services.cloudwatch",
+    "sagestack.services.sagemaker",
 ]
 
 

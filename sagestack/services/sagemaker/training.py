@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
+from sagestack.control.training import next_transitions
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.services import RequestContext, operation
@@ -98,7 +99,7 @@ def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
         profiler = request.get("ProfilerConfig")
         session.add(TrainingJob(
             name=name, arn=arn, request=request, status="InProgress", secondary_status="Starting",
-            transitions=[_transition("Starting", "Launching requested ML instances", now)],
+            transitions=next_transitions([], "Starting", "Launching requested ML instances", now),
             created=now, last_modified=now, instance_count=request["ResourceConfig"]["InstanceCount"],
             profiling_status=None if profiler is None else
             ("Disabled" if profiler.get("DisableProfiler") else "Enabled"),
@@ -114,10 +115,6 @@ def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 def _initial_rule_statuses(configs: list[dict[str, Any]] | None, now: datetime) -> list[dict[str, Any]]:
     return [{"RuleConfigurationName": c["RuleConfigurationName"], "RuleEvaluationStatus": "InProgress",
              "LastModifiedTime": now.timestamp()} for c in configs or []]
-
-
-def _transition(status: str, message: str, now: datetime) -> dict[str, Any]:
-    return {"Status": status, "StartTime": now.timestamp(), "StatusMessage": message}
 
 
 def _load(session: Any, name: str) -> TrainingJob:
@@ -231,20 +228,10 @@ def stop_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         job.stop_requested = True
         job.status = "Stopping"
         job.secondary_status = "Stopping"
-        job.transitions = close_transition(job.transitions, now) + [
-            _transition("Stopping", "Stopping the training job", now)
-        ]
+        job.transitions = next_transitions(job.transitions, "Stopping", "Stopping the training job", now)
         job.last_modified = now
     ctx.platform.parts["training"].stop(name)
     return {}
-
-
-def close_transition(transitions: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """Copy of ``transitions`` with the open one ended at ``now`` (JSON columns need a new list)."""
-    out = [dict(t) for t in transitions]
-    if out and out[-1].get("EndTime") is None:
-        out[-1]["EndTime"] = now.timestamp()
-    return out
 
 
 @operation("sagemaker")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:43:38.863634
+Create Date: 2026-11-28 03:48:13.046716
 """
 
 from collections.abc import Sequence
@@ -168,6 +168,34 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('sts_sessions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_sts_sessions_expiration'), ['expiration'], unique=False)
+
+    op.create_table('training_jobs',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('secondary_status', sa.String(length=32), nullable=False),
+    sa.Column('transitions', sa.JSON(), nullable=False),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('training_start', sagestack.db.base.UtcDateTime(), nullable=True),
+    sa.Column('training_end', sagestack.db.base.UtcDateTime(), nullable=True),
+    sa.Column('model_artifacts', sa.String(length=1024), nullable=True),
+    sa.Column('final_metrics', sa.JSON(), nullable=False),
+    sa.Column('debug_rule_statuses', sa.JSON(), nullable=False),
+    sa.Column('profiler_rule_statuses', sa.JSON(), nullable=False),
+    sa.Column('profiling_status', sa.String(length=16), nullable=True),
+    sa.Column('stop_requested', sa.Boolean(), nullable=False),
+    sa.Column('tuning_job_name', sa.String(length=32), nullable=True),
+    sa.Column('instance_count', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_training_jobs')),
+    sa.UniqueConstraint('arn', name=op.f('uq_training_jobs_arn'))
+    )
+    with op.batch_alter_table('training_jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_training_jobs_created'), ['created'], unique=False)
+        batch_op.create_index(batch_op.f('ix_training_jobs_status'), ['status'], unique=False)
+        batch_op.create_index(batch_op.f('ix_training_jobs_tuning_job_name'), ['tuning_job_name'], unique=False)
 
     op.create_table('cw_datapoints',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -347,6 +375,12 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cw_datapoints_metric_time')
 
     op.drop_table('cw_datapoints')
+    with op.batch_alter_table('training_jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_training_jobs_tuning_job_name'))
+        batch_op.drop_index(batch_op.f('ix_training_jobs_status'))
+        batch_op.drop_index(batch_op.f('ix_training_jobs_created'))
+
+    op.drop_table('training_jobs')
     with op.batch_alter_table('sts_sessions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sts_sessions_expiration'))
 

@@ -1,0 +1,1 @@
+"""Reconcilers: move jobs, endpoints and notebooks through their state machines on a backend."""

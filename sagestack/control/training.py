@@ -1,0 +1,487 @@
+"""Run training jobs: Starting → Downloading → Training → Uploading → Completed / Failed / Stopped.
+
+Each job runs on its own thread, which owns the job's row while it is
+InProgress. Instances are processes of the compute backend working on an
+``/opt/ml``-shaped directory under ``<data-dir>/jobs/<job>/<host>``; their
+output becomes CloudWatch Logs events and, through the metric regexes,
+CloudWatch metrics and ``FinalMetricDataList``.
+
+Restart policy: instances die with the server (see compute/local.py). At the
+next start every job left InProgress/Stopping is ended — Stopping ones as
+Stopped, the others as Failed with a FailureReason saying the server
+restarted — so no job stays InProgress without a live process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sagestack.algorithms.catalog import resolve_image
+from sagestack.aws.errors import AwsError
+from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.db.base import utcnow
+from sagestack.db.models.training import TrainingJob
+from sagestack.services.cloudwatch import put_datapoints
+from sagestack.services.logs import append_events, ensure_log_stream
+from sagestack.storage import files
+
+log = logging.getLogger("sagestack.training")
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
+STOP_GRACE_SECONDS = 30.0
+_TERMINAL = ("Completed", "Failed", "Stopped")
+
+MetricListener = Callable[[str, str, float, float], None]
+FinishListener = Callable[[str, str], None]
+
+
+class JobEnded(Exception):
+    """Ends a run early with a terminal status and a reason."""
+
+    def __init__(self, status: str, reason: str | None, secondary: str | None = None) -> None:
+        super().__init__(reason or status)
+        self.status = status
+        self.reason = reason
+        self.secondary = secondary or status
+
+
+@dataclass
+class Channel:
+    name: str
+    #: (object info, path relative to the channel directory)
+    objects: list[tuple[Any, str]]
+    distribution: str
+
+
+@dataclass
+class _Run:
+    name: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    instances: list[LocalInstance] = field(default_factory=list)
+
+
+class TrainingController:
+    def __init__(self, platform: Any, backend: LocalBackend | None = None) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.backend = backend or LocalBackend()
+        self.jobs_dir: Path = platform.settings.jobs_dir
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.Lock()
+        self.metric_listeners: list[MetricListener] = []
+        self.finish_listeners: list[FinishListener] = []
+
+    @property
+    def store(self) -> Any:
+        return self.platform.parts["storage"]
+
+    # ------------------------------------------------------------ API side
+    def recover(self) -> int:
+        """End the jobs a previous server process left running (their instances died with it)."""
+        now = utcnow()
+        ended = 0
+        with self.db.transaction() as session:
+            for job in session.query(TrainingJob).filter(TrainingJob.status.in_(("InProgress", "Stopping"))):
+                stopped = job.status == "Stopping" or job.stop_requested
+                job.status = "Stopped" if stopped else "Failed"
+                job.secondary_status = job.status
+                if not stopped:
+                    job.failure_reason = ("InternalServerError: the sagestack server restarted while the job "
+                                          "was running; its instances were lost. Start the job again.")
+                job.transitions = next_transitions(job.transitions, job.status,
+                                                   job.failure_reason or "Training job stopped", now, end=True)
+                job.training_end = job.training_end or now
+                job.last_modified = now
+                ended += 1
+        return ended
+
+    def check_inputs(self, request: dict[str, Any]) -> None:
+        """Fail CreateTrainingJob early, as SageMaker does, when a channel or the output bucket is missing."""
+        for channel in request.get("InputDataConfig", []):
+            self._channel_objects(channel, probe=True)
+        bucket, _ = files.parse_s3_uri(request["OutputDataConfig"]["S3OutputPath"])
+        try:
+            self.store.get_bucket(bucket)
+        except AwsError as exc:
+            raise AwsError("ValidationException",
+                           f"The output bucket {bucket} of OutputDataConfig.S3OutputPath does not exist.",
+                           400) from exc
+
+    def submit(self, name: str) -> None:
+        run = _Run(name)
+        with self._lock:
+            self._runs[name] = run
+        threading.Thread(target=self._run, args=(run,), name=f"job:{name}", daemon=True).start()
+
+    def stop(self, name: str) -> None:
+        with self._lock:
+            run = self._runs.get(name)
+        if run is not None:
+            run.stop.set()
+            for instance in run.instances:
+                instance.terminate()
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
+
+    # ------------------------------------------------------------ the run
+    def _run(self, run: _Run) -> None:
+        status, reason, secondary = "Completed", None, "Completed"
+        try:
+            job = self._load(run.name)
+            algorithm = resolve_image(job.request["AlgorithmSpecification"]["TrainingImage"])
+            assert algorithm is not None  # checked by CreateTrainingJob
+            hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
+            self._check_stop(run)
+            self._advance(run.name, "Downloading", "Downloading input data")
+            self._prepare(job, hosts)
+            self._check_stop(run)
+            self._advance(run.name, "Training", "Training image download completed. Training in progress.",
+                          training_start=True)
+            self._train(run, job, hosts, algorithm.train_module)
+            self._advance(run.name, "Uploading", "Uploading generated training model")
+            artifacts = self._upload(job, hosts[0])
+            self._update(run.name, model_artifacts=artifacts)
+        except JobEnded as ended:
+            status, reason, secondary = ended.status, ended.reason, ended.secondary
+        except AwsError as error:
+            status, reason, secondary = "Failed", f"ClientError: {error.message}", "Failed"
+        except Exception as exc:  # a bug of ours must still end the job, never leave it InProgress
+            log.exception("training job %s failed inside sagestack", run.name)
+            status, reason, secondary = "Failed", f"InternalServerError: {type(exc).__name__}: {exc}", "Failed"
+        finally:
+            self._finish(run, status, reason, secondary)
+
+    def _check_stop(self, run: _Run) -> None:
+        if run.stop.is_set():
+            raise JobEnded("Stopped", None)
+
+    # ------------------------------------------------------------ Downloading
+    def _prepare(self, job: TrainingJob, hosts: list[str]) -> None:
+        root = self.jobs_dir / job.name
+        if root.exists():
+            shutil.rmtree(root)
+        channels = [self._channel(c) for c in job.request.get("InputDataConfig", [])]
+        for index, host in enumerate(hosts):
+            opt_ml = root / host
+            config = opt_ml / "input" / "config"
+            for sub in (config, opt_ml / "model", opt_ml / "output" / "data", opt_ml / "checkpoints"):
+                sub.mkdir(parents=True, exist_ok=True)
+            _write_json(config / "hyperparameters.json", job.request.get("HyperParameters", {}))
+            _write_json(config / "inputdataconfig.json", _input_data_config(job.request))
+            _write_json(config / "resourceconfig.json",
+                        {"current_host": host, "hosts": hosts, "network_interface_name": "lo"})
+            for extra in ("DebugHookConfig", "ProfilerConfig"):
+                if extra in job.request:
+                    _write_json(config / f"{extra.lower()}.json", job.request[extra])
+            for channel in channels:
+                self._place_channel(channel, opt_ml / "input" / "data" / channel.name, index, len(hosts))
+
+    def _channel(self, channel: dict[str, Any]) -> Channel:
+        s3 = channel["DataSource"]["S3DataSource"]
+        return Channel(channel["ChannelName"], self._channel_objects(channel),
+                       s3.get("S3DataDistributionType", "FullyReplicated"))
+
+    def _channel_objects(self, channel: dict[str, Any], probe: bool = False) -> list[tuple[Any, str]]:
+        s3 = channel["DataSource"]["S3DataSource"]
+        uri, kind = s3["S3Uri"], s3.get("S3DataType", "S3Prefix")
+        bucket, prefix = files.parse_s3_uri(uri)
+        if kind == "ManifestFile":
+            return self._manifest_objects(uri, bucket, prefix)
+        if kind != "S3Prefix":
+            raise AwsError("ValidationException", f"S3DataType {kind} is not supported; use S3Prefix or "
+                                                  "ManifestFile.", 400)
+        found: list[tuple[Any, str]] = []
+        try:
+            for info in files.iter_objects(self.store, bucket, prefix):
+                if info.key.endswith("/") and info.size == 0:
+                    continue  # "folder" placeholder objects made by consoles
+                relative = info.key[len(prefix):].lstrip("/") or info.key.rsplit("/", 1)[-1]
+                found.append((info, relative))
+                if probe:
+                    break
+        except AwsError:
+            found = []
+        if not found:
+            raise AwsError("ValidationException",
+                           f'No S3 objects found under S3 URL "{uri}" given in input data source. Please ensure '
+                           "that the bucket exists in the selected region, that objects exist under that S3 "
+                           "prefix, and that the role has s3:ListBucket permissions on the bucket.", 400)
+        return found
+
+    def _manifest_objects(self, uri: str, bucket: str, key: str) -> list[tuple[Any, str]]:
+        body = self.store.open_object(bucket, key)
+        try:
+            manifest = json.loads(b"".join(body.chunks))
+            base = manifest[0]["prefix"]
+            entries = [str(e) for e in manifest[1:]]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise AwsError("ValidationException", f"The manifest file {uri} is not a valid manifest: "
+                                                  "expected [{\"prefix\": \"s3://...\"}, \"key\", ...].",
+                           400) from exc
+        base_bucket, base_prefix = files.parse_s3_uri(base)
+        return [(self.store.head_object(base_bucket, base_prefix + entry), entry) for entry in entries]
+
+    def _place_channel(self, channel: Channel, dest: Path, host_index: int, host_count: int) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for position, (info, relative) in enumerate(channel.objects):
+            if channel.distribution == "ShardedByS3Key" and position % host_count != host_index:
+                continue
+            files.fetch(self.store, info, dest / relative)
+
+    # ------------------------------------------------------------ Training
+    def _train(self, run: _Run, job: TrainingJob, hosts: list[str], module: str) -> None:
+        epoch = int(time.time())
+        tracker_port = _free_port() if len(hosts) > 1 else None
+        metrics = _MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []))
+        for host in hosts:
+            stream = f"{job.name}/{host}-{epoch}"
+            ensure_log_stream(self.db, LOG_GROUP, stream)
+            spec = InstanceSpec(
+                name=f"{job.name}/{host}",
+                argv=[sys.executable, "-m", module],
+                env=self._instance_env(job, host, tracker_port),
+                cwd=self.jobs_dir / job.name / host,
+                on_output=self._sink(job.name, stream, metrics if host == hosts[0] else None),
+            )
+            run.instances.append(self.backend.start(spec))
+        self._wait(run, job, hosts)
+
+    def _instance_env(self, job: TrainingJob, host: str, tracker_port: int | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
+        env.update(job.request.get("Environment", {}))
+        env.update({
+            "SM_OPT_ML": str(self.jobs_dir / job.name / host),
+            "SM_CURRENT_HOST": host,
+            "TRAINING_JOB_NAME": job.name,
+            "TRAINING_JOB_ARN": job.arn,
+            "PYTHONUNBUFFERED": "1",
+        })
+        if tracker_port is not None:
+            env["SAGESTACK_TRACKER_HOST"] = "127.0.0.1"
+            env["SAGESTACK_TRACKER_PORT"] = str(tracker_port)
+        return env
+
+    def _sink(self, job_name: str, stream: str, metrics: _MetricParser | None) -> Callable[..., None]:
+        def deliver(batch: list[tuple[int, str]]) -> None:
+            append_events(self.db, LOG_GROUP, stream, batch)
+            if metrics is not None:
+                self._publish_metrics(job_name, metrics.parse(batch))
+
+        return deliver
+
+    def _publish_metrics(self, job_name: str, values: dict[str, list[tuple[int, float]]]) -> None:
+        if not values:
+            return
+        for metric, points in values.items():
+            put_datapoints(self.db, METRIC_NAMESPACE, metric, {"TrainingJobName": job_name}, points)
+            for when_ms, value in points:
+                for listener in self.metric_listeners:
+                    listener(job_name, metric, value, when_ms / 1000)
+        with self.db.transaction() as session:
+            job = session.get(TrainingJob, job_name)
+            if job is not None:
+                final = dict(job.final_metrics)
+                for metric, points in values.items():
+                    when_ms, value = points[-1]
+                    final[metric] = [value, when_ms / 1000]
+                job.final_metrics = final
+
+    def _wait(self, run: _Run, job: TrainingJob, hosts: list[str]) -> None:
+        limit = job.request["StoppingCondition"].get("MaxRuntimeInSeconds", 86400)
+        deadline = time.monotonic() + limit
+        while True:
+            codes = [instance.poll() for instance in run.instances]
+            failed = [(h, c) for h, c in zip(hosts, codes, strict=True) if c not in (None, 0)]
+            if failed and not run.stop.is_set():
+                self._terminate_all(run)
+                host, code = failed[0]
+                raise JobEnded("Failed", self._failure_reason(job, host, code))
+            if all(code is not None for code in codes):
+                if run.stop.is_set():
+                    raise JobEnded("Stopped", None)
+                return
+            if run.stop.is_set():
+                self._terminate_all(run)
+            elif time.monotonic() > deadline:
+                self._terminate_all(run)
+                raise JobEnded("Stopped", "MaxRuntimeExceeded: Training job runtime exceeded "
+                                          f"MaxRuntimeInSeconds provided ({limit} s).", "MaxRuntimeExceeded")
+            time.sleep(0.05)
+
+    def _terminate_all(self, run: _Run) -> None:
+        for instance in run.instances:
+            instance.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for instance in run.instances:
+            if instance.wait(max(0.0, deadline - time.monotonic())) is None:
+                instance.kill()
+                instance.wait(10)
+
+    def _failure_reason(self, job: TrainingJob, host: str, code: int) -> str:
+        failure = self.jobs_dir / job.name / host / "output" / "failure"
+        text = failure.read_text(errors="replace").strip() if failure.exists() else ""
+        if text:
+            return text if re.match(r"^\w+Error:", text) else f"AlgorithmError: {text}"
+        if code in (-9, 137):
+            return ("OutOfMemoryError: the training process was killed (SIGKILL), most likely because it "
+                    "ran out of memory. Use an instance type with more memory or train on less data.")
+        return (f"AlgorithmError: the training process on {host} exited with code {code}. "
+                f"See the log stream {job.name}/{host}-* in {LOG_GROUP}.")
+
+    # ------------------------------------------------------------ Uploading
+    def _upload(self, job: TrainingJob, master: str) -> str:
+        output = job.request["OutputDataConfig"]
+        bucket, prefix = files.parse_s3_uri(output["S3OutputPath"])
+        base = f"{prefix.rstrip('/')}/{job.name}/output" if prefix.strip("/") else f"{job.name}/output"
+        opt_ml = self.jobs_dir / job.name / master
+        model_key = f"{base}/model.tar.gz"
+        _tar(opt_ml / "model", opt_ml / "model.tar.gz")
+        files.upload(self.store, opt_ml / "model.tar.gz", bucket, model_key, "application/x-tar")
+        data_dir = opt_ml / "output" / "data"
+        if any(data_dir.iterdir()):
+            _tar(data_dir, opt_ml / "output.tar.gz")
+            files.upload(self.store, opt_ml / "output.tar.gz", bucket, f"{base}/output.tar.gz",
+                         "application/x-tar")
+        return f"s3://{bucket}/{model_key}"
+
+    # ------------------------------------------------------------ state
+    def _load(self, name: str) -> TrainingJob:
+        with self.db.session() as session:
+            job = session.get(TrainingJob, name)
+            if job is None:
+                raise JobEnded("Failed", "InternalServerError: the job row disappeared")
+            return job
+
+    def _update(self, name: str, **fields: Any) -> None:
+        with self.db.transaction() as session:
+            job = session.get(TrainingJob, name)
+            for key, value in fields.items():
+                setattr(job, key, value)
+            job.last_modified = utcnow()
+
+    def _advance(self, name: str, status: str, message: str, training_start: bool = False) -> None:
+        now = utcnow()
+        with self.db.transaction() as session:
+            job = session.get(TrainingJob, name)
+            if job.status != "InProgress":
+                return
+            job.secondary_status = status
+            job.transitions = next_transitions(job.transitions, status, message, now)
+            if training_start:
+                job.training_start = now
+            job.last_modified = now
+
+    def _finish(self, run: _Run, status: str, reason: str | None, secondary: str) -> None:
+        now = utcnow()
+        messages = {"Completed": "Training job completed", "Stopped": "Training job stopped"}
+        with self.db.transaction() as session:
+            job = session.get(TrainingJob, run.name)
+            if job is not None and job.status not in _TERMINAL:
+                if job.stop_requested and status == "Failed":
+                    status, secondary = "Stopped", "Stopped"
+                job.status = status
+                job.secondary_status = secondary
+                job.failure_reason = reason
+                job.transitions = next_transitions(job.transitions, secondary,
+                                                   reason or messages.get(status, status), now, end=True)
+                job.training_end = now
+                job.last_modified = now
+        with self._lock:
+            self._runs.pop(run.name, None)
+        for listener in self.finish_listeners:
+            try:
+                listener(run.name, status)
+            except Exception:
+                log.exception("finish listener failed for %s", run.name)
+
+
+class _MetricParser:
+    """Turns log lines into metric values with the job's MetricDefinitions regexes."""
+
+    def __init__(self, definitions: list[dict[str, str]]) -> None:
+        self.patterns = []
+        for definition in definitions:
+            try:
+                self.patterns.append((definition["Name"], re.compile(definition["Regex"])))
+            except (re.error, KeyError):
+                log.warning("skipping unusable metric definition %s", definition)
+
+    def parse(self, batch: list[tuple[int, str]]) -> dict[str, list[tuple[int, float]]]:
+        values: dict[str, list[tuple[int, float]]] = {}
+        for when, line in batch:
+            for name, pattern in self.patterns:
+                match = pattern.search(line)
+                if match is None:
+                    continue
+                try:
+                    value = float(match.group(1))
+                except (IndexError, ValueError):
+                    continue
+                values.setdefault(name, []).append((when, value))
+        return values
+
+
+def _input_data_config(request: dict[str, Any]) -> dict[str, Any]:
+    mode = request["AlgorithmSpecification"].get("TrainingInputMode", "File")
+    config = {}
+    for channel in request.get("InputDataConfig", []):
+        entry = {
+            "TrainingInputMode": "File" if channel.get("InputMode", mode) == "FastFile" else
+            channel.get("InputMode", mode),
+            "S3DistributionType": channel["DataSource"]["S3DataSource"].get("S3DataDistributionType",
+                                                                              "FullyReplicated"),
+            "RecordWrapperType": channel.get("RecordWrapperType", "None"),
+        }
+        if channel.get("ContentType"):
+            entry["ContentType"] = channel["ContentType"]
+        config[channel["ChannelName"]] = entry
+    return config
+
+
+def next_transitions(transitions: list[dict[str, Any]], status: str, message: str, now: datetime,
+                     end: bool = False) -> list[dict[str, Any]]:
+    """SecondaryStatusTransitions with the open entry ended at ``now`` and ``status`` appended.
+
+    Returns a new list: JSON columns only notice assignment, not in-place changes.
+    """
+    out = [dict(t) for t in transitions]
+    if out and out[-1].get("EndTime") is None:
+        out[-1]["EndTime"] = now.timestamp()
+    item: dict[str, Any] = {"Status": status, "StartTime": now.timestamp(), "StatusMessage": message}
+    if end:
+        item["EndTime"] = now.timestamp()
+    return [*out, item]
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value))
+
+
+def _tar(source: Path, target: Path) -> None:
+    """``model.tar.gz`` holds the directory's files at its root, as SageMaker packs them."""
+    with tarfile.open(target, "w:gz", compresslevel=6) as archive:
+        for path in sorted(source.rglob("*")):
+            archive.add(path, arcname=path.relative_to(source).as_posix(), recursive=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
