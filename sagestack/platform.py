@@ -20,6 +20,19 @@ class Platform:
     #: as they are started; see sagestack/server.py.
     parts: dict[str, Any] = field(default_factory=dict)
 
+    async def start(self) -> None:
+        """Start every part that runs on the event loop (health monitors, metric flushers)."""
+        for part in self.parts.values():
+            startup = getattr(part, "startup", None)
+            if startup is not None:
+                await startup()
+
+    async def stop(self) -> None:
+        for part in reversed(list(self.parts.values())):
+            shutdown = getattr(part, "shutdown", None)
+            if shutdown is not None:
+                await shutdown()
+
     @property
     def region(self) -> str:
         return self.settings.region

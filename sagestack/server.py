@@ -15,6 +15,7 @@ from sagestack.app import RootApp, internal_app
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
+from sagestack.control.endpoints import EndpointController
 from sagestack.control.training import TrainingController
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
@@ -47,6 +48,7 @@ def prepare(settings: Settings) -> Platform:
     if ended:
         log.warning("%d training job(s) interrupted by the last shutdown were ended", ended)
     platform.parts["training"] = training
+    platform.parts["endpoints"] = EndpointController(platform)
     return platform
 
 
@@ -63,11 +65,13 @@ def build_app(platform: Platform) -> RootApp:
     gateway = Gateway(ServiceCatalog(), platform.credentials, platform)
 
     async def on_start() -> None:
+        await platform.start()
         _record_address(platform.settings)
         log.info("sagestack ready at %s (data dir %s)", _url(platform.settings), platform.settings.data_dir)
 
     async def on_stop() -> None:
         platform.settings.address_file.unlink(missing_ok=True)
+        await platform.stop()
         platform.db.dispose()
 
     return RootApp(gateway, internal_app(on_start, on_stop))

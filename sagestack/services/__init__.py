@@ -32,6 +32,7 @@ SERVICE_MODULES = [
     "sagestack.services.logs",
     "sagestack.services.cloudwatch",
     "sagestack.services.sagemaker",
+    "sagestack.services.sagemaker_runtime",
 ]
 
 

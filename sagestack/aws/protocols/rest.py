@@ -227,6 +227,9 @@ def _parse_document(shape: Shape, body: bytes, is_xml: bool) -> Any:
 
 # ---------------------------------------------------------------- serializing
 
+#: Reserved result key: the HTTP status to answer with, when it is not the model's.
+STATUS_KEY = "__status__"
+
 
 def serialize(
     operation: OperationModel, result: dict[str, Any] | None, request_id: str, is_xml: bool
@@ -234,7 +237,9 @@ def serialize(
     result = result or {}
     shape = operation.output_shape
     headers = _request_id_headers(request_id, is_xml)
-    status = 200
+    # The model's responseCode (S3's DELETEs answer 204); a handler may override it with
+    # STATUS_KEY for statuses the output shape cannot express (S3's 206 and 304).
+    status = int(result.get(STATUS_KEY) or operation.http.get("responseCode", 200))
     if shape is None:
         return HttpResponse(status, headers, b"")
     for name, member in shape.members.items():

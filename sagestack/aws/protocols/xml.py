@@ -28,7 +28,7 @@ def write_element(out: list[str], shape: Shape, value: Any, name: str, namespace
     kind = shape.type_name
     if kind == "structure":
         attrs, body = _structure_parts(shape, value)
-        out.append(f"<{name}{ns}{attrs}>")
+        out.append(f"<{name}{ns}{_prefix_declaration(shape)}{attrs}>")
         out.extend(body)
         out.append(f"</{name}>")
     elif kind == "list":
@@ -64,6 +64,14 @@ def _structure_parts(shape: Shape, value: dict[str, Any], skip: set[str] | None 
             continue
         write_element(body, member, item, name, _namespace_of(member))
     return "".join(attrs), body
+
+
+def _prefix_declaration(shape: Shape) -> str:
+    """``xmlns:xsi=...`` for a structure whose attributes use a prefix (S3's Grantee has xsi:type)."""
+    ns = shape.serialization.get("xmlNamespace")
+    if isinstance(ns, dict) and "prefix" in ns and "uri" in ns:
+        return f" xmlns:{ns['prefix']}={quoteattr(ns['uri'])}"
+    return ""
 
 
 def _namespace_of(shape: Shape) -> str | None:

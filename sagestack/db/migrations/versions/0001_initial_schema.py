@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:48:13.046716
+Create Date: 2026-11-28 03:51:05.002612
 """
 
 from collections.abc import Sequence
@@ -155,6 +155,38 @@ def upgrade() -> None:
     sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_s3_buckets')),
     sa.UniqueConstraint('name', name=op.f('uq_s3_buckets_name'))
+    )
+    op.create_table('sm_endpoint_configs',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=False),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_sm_endpoint_configs')),
+    sa.UniqueConstraint('arn', name=op.f('uq_sm_endpoint_configs_arn'))
+    )
+    op.create_table('sm_endpoints',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('config_name', sa.String(length=63), nullable=False),
+    sa.Column('pending_config_name', sa.String(length=63), nullable=True),
+    sa.Column('status', sa.String(length=32), nullable=False),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('variants', sa.JSON(), nullable=False),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_sm_endpoints')),
+    sa.UniqueConstraint('arn', name=op.f('uq_sm_endpoints_arn'))
+    )
+    with op.batch_alter_table('sm_endpoints', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sm_endpoints_status'), ['status'], unique=False)
+
+    op.create_table('sm_models',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=False),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_sm_models')),
+    sa.UniqueConstraint('arn', name=op.f('uq_sm_models_arn'))
     )
     op.create_table('sts_sessions',
     sa.Column('access_key_id', sa.String(length=32), nullable=False),
@@ -385,6 +417,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sts_sessions_expiration'))
 
     op.drop_table('sts_sessions')
+    op.drop_table('sm_models')
+    with op.batch_alter_table('sm_endpoints', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sm_endpoints_status'))
+
+    op.drop_table('sm_endpoints')
+    op.drop_table('sm_endpoint_configs')
     op.drop_table('s3_buckets')
     with op.batch_alter_table('resource_tags', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_resource_tags_resource_arn'))

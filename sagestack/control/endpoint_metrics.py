@@ -1,0 +1,94 @@
+"""Endpoint metrics, published once a minute like SageMaker's.
+
+Invocation counters and latencies are accumulated in memory on the request
+path (a dict update) and flushed on a timer into CloudWatch:
+``AWS/SageMaker`` (Invocations, InvocationsPerInstance, ModelLatency and
+OverheadLatency in microseconds, Invocation4XXErrors, Invocation5XXErrors,
+InvocationModelErrors) and ``/aws/sagemaker/Endpoints`` (CPUUtilization and
+MemoryUtilization of the instances), dimensions EndpointName and VariantName.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psutil
+
+from sagestack.services.cloudwatch import put_datapoints
+
+INTERVAL = float(os.environ.get("SAGESTACK_METRICS_INTERVAL", "60"))
+
+
+@dataclass
+class _Counters:
+    invocations: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    model_errors: int = 0
+    latency_sum: float = 0.0
+
+
+class EndpointMetrics:
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self._counters: dict[tuple[str, str], _Counters] = {}
+
+    def record(self, endpoint: str, variant: str, status: int, seconds: float) -> None:
+        counters = self._counters.get((endpoint, variant))
+        if counters is None:
+            counters = self._counters[(endpoint, variant)] = _Counters()
+        counters.invocations += 1
+        counters.latency_sum += seconds
+        if 400 <= status < 500:
+            counters.errors_4xx += 1
+            counters.model_errors += 1
+        elif status >= 500:
+            counters.errors_5xx += 1
+            counters.model_errors += 1
+
+    async def run(self, pids: Callable[[], dict[tuple[str, str], list[int]]]) -> None:
+        while True:
+            await asyncio.sleep(INTERVAL)
+            snapshot, self._counters = self._counters, {}
+            await asyncio.to_thread(self.flush, snapshot, pids())
+
+    def flush(self, snapshot: dict[tuple[str, str], _Counters], pids: dict[tuple[str, str], list[int]]) -> None:
+        now = datetime.now(UTC)
+        for (endpoint, variant), counters in snapshot.items():
+            dims = {"EndpointName": endpoint, "VariantName": variant}
+            instances = max(1, len(pids.get((endpoint, variant), [])))
+            latency_us = counters.latency_sum / counters.invocations * 1e6 if counters.invocations else 0.0
+            values = {
+                "Invocations": counters.invocations,
+                "InvocationsPerInstance": counters.invocations / instances,
+                "ModelLatency": latency_us,
+                "OverheadLatency": 0.0,
+                "Invocation4XXErrors": counters.errors_4xx,
+                "Invocation5XXErrors": counters.errors_5xx,
+                "InvocationModelErrors": counters.model_errors,
+            }
+            for metric, value in values.items():
+                put_datapoints(self.db, "AWS/SageMaker", metric, dims, [(now, float(value))])
+        for (endpoint, variant), processes in pids.items():
+            cpu, memory = _usage(processes)
+            dims = {"EndpointName": endpoint, "VariantName": variant}
+            put_datapoints(self.db, "/aws/sagemaker/Endpoints", "CPUUtilization", dims, [(now, cpu)])
+            put_datapoints(self.db, "/aws/sagemaker/Endpoints", "MemoryUtilization", dims, [(now, memory)])
+
+
+def _usage(pids: list[int]) -> tuple[float, float]:
+    """CPU (sum of cores, 100 = one core, as SageMaker reports) and memory percent of the instances."""
+    cpu = memory = 0.0
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            cpu += process.cpu_percent(interval=None)
+            memory += process.memory_percent()
+        except psutil.Error:
+            continue
+    return cpu, memory

@@ -1,0 +1,467 @@
+"""Endpoints: deploy model servers, keep them healthy, route InvokeEndpoint to them.
+
+Desired state is the endpoint row (status, config, per-variant weights and
+instance counts); a reconcile pass, run on a worker thread per endpoint,
+makes the running processes match it. Live routing tables are in memory and
+swapped atomically, so UpdateEndpoint keeps the old configuration serving
+until the new one is ready. At start every InService endpoint is deployed
+again, so a restarted server serves what it served before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+import random
+import secrets
+import shutil
+import socket
+import sys
+import tarfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sagestack.aws.errors import AwsError
+from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.control.endpoint_metrics import EndpointMetrics
+from sagestack.db.base import utcnow
+from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
+from sagestack.db.models.tags import ResourceTag
+from sagestack.services.logs import append_events, ensure_log_stream
+from sagestack.serving.upstream import UpstreamError, UpstreamPool
+from sagestack.storage import files
+
+log = logging.getLogger("sagestack.endpoints")
+
+READY_TIMEOUT = 120.0
+HEALTH_INTERVAL = 0.5
+PING_EVERY = 5.0
+MAX_PAYLOAD = 6 * 1024 * 1024
+
+
+class DeployError(Exception):
+    """A deployment that cannot succeed; its message becomes FailureReason."""
+
+
+@dataclass
+class Instance:
+    instance_id: str
+    variant: str
+    port: int
+    process: LocalInstance
+    pool: UpstreamPool
+    healthy: bool = False
+    ping_failures: int = 0
+    replacing: bool = False
+
+
+@dataclass
+class Variant:
+    name: str
+    model_name: str
+    model_dir: Path
+    env: dict[str, str]
+    weight: float
+    instances: list[Instance] = field(default_factory=list)
+    _next: int = 0
+
+    def pick(self) -> list[Instance]:
+        """Healthy instances, rotated so consecutive requests spread over them."""
+        healthy = [i for i in self.instances if i.healthy]
+        if not healthy:
+            return []
+        self._next = (self._next + 1) % len(healthy)
+        return healthy[self._next:] + healthy[: self._next]
+
+
+@dataclass
+class Deployment:
+    endpoint: str
+    config_name: str
+    variants: dict[str, Variant]
+
+    def all_instances(self) -> list[Instance]:
+        return [i for v in self.variants.values() for i in v.instances]
+
+
+class EndpointController:
+    def __init__(self, platform: Any, backend: LocalBackend | None = None) -> None:
+        self.platform = platform
+        self.db = platform.db
+        self.backend = backend or LocalBackend()
+        self.root: Path = platform.settings.data_dir / "endpoints"
+        self.live: dict[str, Deployment] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = EndpointMetrics(platform.db)
+
+    @property
+    def store(self) -> Any:
+        return self.platform.parts["storage"]
+
+    # ------------------------------------------------------------ lifecycle
+    async def startup(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._tasks.append(asyncio.create_task(self._monitor()))
+        self._tasks.append(asyncio.create_task(self.metrics.run(self._instance_pids)))
+        with self.db.session() as session:
+            names = [e.name for e in session.query(Endpoint).all()]
+        for name in names:
+            self.reconcile_soon(name)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for deployment in list(self.live.values()):
+            self._stop_deployment(deployment)
+        self.live.clear()
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    def reconcile_soon(self, name: str) -> None:
+        self._workers.submit(self._reconcile_logged, name)
+
+    def delete(self, name: str) -> None:
+        self.reconcile_soon(name)
+
+    def _lock(self, name: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(name, threading.Lock())
+
+    # ------------------------------------------------------------ reconcile
+    def _reconcile_logged(self, name: str) -> None:
+        try:
+            with self._lock(name):
+                self._reconcile(name)
+        except Exception:
+            log.exception("reconciling endpoint %s failed", name)
+
+    def _reconcile(self, name: str) -> None:
+        with self.db.session() as session:
+            endpoint = session.get(Endpoint, name)
+            if endpoint is None:
+                return
+            status, config_name, pending = endpoint.status, endpoint.config_name, endpoint.pending_config_name
+            variants = [dict(v) for v in endpoint.variants]
+        if status == "Deleting":
+            self._delete(name)
+        elif status == "Updating" and pending:
+            self._swap_config(name, pending)
+        elif status == "Updating":
+            self._resize(name, variants)
+        elif status in ("Creating", "InService") and name not in self.live:
+            self._create(name, config_name, variants, status)
+
+    def _create(self, name: str, config_name: str, variants: list[dict[str, Any]], status: str) -> None:
+        try:
+            deployment = self._deploy(name, config_name, variants)
+        except DeployError as exc:
+            self._set(name, status="Failed", failure_reason=str(exc))
+            return
+        self.live[name] = deployment
+        self._set(name, status="InService", failure_reason=None, variants=_current(variants))
+
+    def _swap_config(self, name: str, config_name: str) -> None:
+        with self.db.session() as session:
+            config = session.get(EndpointConfig, config_name)
+            wanted = desired_variants(config) if config is not None else None
+        if wanted is None:
+            self._set(name, status="InService", pending_config_name=None,
+                      failure_reason=f"The endpoint configuration {config_name} no longer exists.")
+            return
+        try:
+            deployment = self._deploy(name, config_name, wanted)
+        except DeployError as exc:
+            # The old configuration keeps serving; the failure is reported on the endpoint.
+            self._set(name, status="InService", pending_config_name=None, failure_reason=str(exc))
+            return
+        old = self.live.get(name)
+        self.live[name] = deployment
+        self._set(name, status="InService", config_name=config_name, pending_config_name=None,
+                  failure_reason=None, variants=_current(wanted))
+        if old is not None:
+            self._stop_deployment(old)
+
+    def _resize(self, name: str, variants: list[dict[str, Any]]) -> None:
+        deployment = self.live.get(name)
+        if deployment is None:
+            self._set(name, status="Creating")
+            with self.db.session() as session:
+                config_name = session.get(Endpoint, name).config_name
+            self._create(name, config_name, variants, "Creating")
+            return
+        try:
+            for wanted in variants:
+                variant = deployment.variants[wanted["VariantName"]]
+                variant.weight = wanted["DesiredWeight"]
+                while len(variant.instances) < wanted["DesiredInstanceCount"]:
+                    variant.instances.append(self._start_instance(name, variant))
+                while len(variant.instances) > wanted["DesiredInstanceCount"]:
+                    self._stop_instance(variant.instances.pop())
+        except DeployError as exc:
+            self._set(name, status="InService", failure_reason=str(exc))
+            return
+        self._set(name, status="InService", failure_reason=None, variants=_current(variants))
+
+    def _delete(self, name: str) -> None:
+        deployment = self.live.pop(name, None)
+        if deployment is not None:
+            self._stop_deployment(deployment)
+        shutil.rmtree(self.root / name, ignore_errors=True)
+        with self.db.transaction() as session:
+            endpoint = session.get(Endpoint, name)
+            if endpoint is not None:
+                session.query(ResourceTag).filter(ResourceTag.resource_arn == endpoint.arn).delete()
+                session.delete(endpoint)
+
+    def _set(self, name: str, **fields: Any) -> None:
+        with self.db.transaction() as session:
+            endpoint = session.get(Endpoint, name)
+            if endpoint is None:
+                return
+            for key, value in fields.items():
+                setattr(endpoint, key, value)
+            endpoint.last_modified = utcnow()
+
+    # ------------------------------------------------------------ deployment
+    def _deploy(self, name: str, config_name: str, variants: list[dict[str, Any]]) -> Deployment:
+        deployment = Deployment(name, config_name, {})
+        try:
+            for wanted in variants:
+                variant = self._prepare_variant(name, config_name, wanted)
+                deployment.variants[variant.name] = variant
+                variant.instances = self._start_instances(name, variant, wanted["DesiredInstanceCount"])
+        except BaseException:
+            self._stop_deployment(deployment)
+            raise
+        return deployment
+
+    def _prepare_variant(self, endpoint: str, config_name: str, wanted: dict[str, Any]) -> Variant:
+        with self.db.session() as session:
+            model = session.get(Model, wanted["ModelName"])
+            if model is None:
+                raise DeployError(f"Could not find model \"{wanted['ModelName']}\" of variant "
+                                  f"{wanted['VariantName']}.")
+            container = model.request.get("PrimaryContainer") or model.request["Containers"][0]
+        model_dir = self.root / endpoint / f"{config_name}-{wanted['VariantName']}" / "model"
+        self._fetch_model(container["ModelDataUrl"], model_dir)
+        return Variant(wanted["VariantName"], wanted["ModelName"], model_dir,
+                       dict(container.get("Environment") or {}), wanted["DesiredWeight"])
+
+    def _fetch_model(self, url: str, model_dir: Path) -> None:
+        shutil.rmtree(model_dir.parent, ignore_errors=True)
+        model_dir.mkdir(parents=True)
+        bucket, key = files.parse_s3_uri(url)
+        archive = model_dir.parent / "model.tar.gz"
+        try:
+            files.fetch(self.store, self.store.head_object(bucket, key), archive)
+        except AwsError as exc:
+            raise DeployError(f"Failed to download model data from {url}: {exc.message}") from exc
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(model_dir, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise DeployError(f"Failed to extract model data archive from {url}: {exc}. "
+                              "Please ensure that the object located at the URL is a valid tar.gz archive.") from exc
+
+    def _start_instances(self, endpoint: str, variant: Variant, count: int) -> list[Instance]:
+        started = [self._launch(endpoint, variant) for _ in range(count)]
+        try:
+            for instance in started:
+                self._await_ready(instance, endpoint)
+        except DeployError:
+            for instance in started:
+                self._stop_instance(instance)
+            raise
+        return started
+
+    def _start_instance(self, endpoint: str, variant: Variant) -> Instance:
+        instance = self._launch(endpoint, variant)
+        try:
+            self._await_ready(instance, endpoint)
+        except DeployError:
+            self._stop_instance(instance)
+            raise
+        return instance
+
+    def _launch(self, endpoint: str, variant: Variant) -> Instance:
+        instance_id = "i-" + secrets.token_hex(8)
+        port = _free_port()
+        group, stream = f"/aws/sagemaker/Endpoints/{endpoint}", f"{variant.name}/{instance_id}"
+        ensure_log_stream(self.db, group, stream)
+        env = _clean_env()
+        env.update(variant.env)
+        env.update({"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1",
+                    "SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name})
+        spec = InstanceSpec(
+            name=f"{endpoint}/{variant.name}/{instance_id}",
+            argv=[sys.executable, "-m", "sagestack.serving.model_server", "--model-dir", str(variant.model_dir),
+                  "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=variant.model_dir.parent,
+            on_output=lambda batch: append_events(self.db, group, stream, batch),
+        )
+        process = self.backend.start(spec)
+        return Instance(instance_id, variant.name, port, process, UpstreamPool("127.0.0.1", port))
+
+    def _await_ready(self, instance: Instance, endpoint: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            code = instance.process.poll()
+            if code is not None:
+                raise DeployError(
+                    f"The primary container for production variant {instance.variant} did not pass the ping "
+                    f"health check: the model server exited with code {code}. Please check CloudWatch logs "
+                    f"for this endpoint (/aws/sagemaker/Endpoints/{endpoint}).")
+            if _ping(instance.port, timeout=1.0):
+                instance.healthy = True
+                return
+            time.sleep(0.02)
+        raise DeployError(f"The primary container for production variant {instance.variant} did not pass the "
+                          f"ping health check within {READY_TIMEOUT:.0f} seconds.")
+
+    def _stop_instance(self, instance: Instance) -> None:
+        instance.healthy = False
+        instance.pool.close()
+        instance.process.terminate()
+        if instance.process.wait(5) is None:
+            instance.process.kill()
+            instance.process.wait(5)
+
+    def _stop_deployment(self, deployment: Deployment) -> None:
+        for instance in deployment.all_instances():
+            self._stop_instance(instance)
+
+    def _instance_pids(self) -> dict[tuple[str, str], list[int]]:
+        pids: dict[tuple[str, str], list[int]] = {}
+        for name, deployment in list(self.live.items()):
+            for variant in deployment.variants.values():
+                pids[(name, variant.name)] = [i.process.pid for i in variant.instances if i.healthy]
+        return pids
+
+    # ------------------------------------------------------------ health
+    async def _monitor(self) -> None:
+        last_ping = 0.0
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            ping = time.monotonic() - last_ping >= PING_EVERY
+            if ping:
+                last_ping = time.monotonic()
+            for name, deployment in list(self.live.items()):
+                for variant in deployment.variants.values():
+                    for instance in list(variant.instances):
+                        await self._check(name, variant, instance, ping)
+
+    async def _check(self, endpoint: str, variant: Variant, instance: Instance, ping: bool) -> None:
+        if instance.replacing:
+            return
+        dead = instance.process.poll() is not None
+        if not dead and ping:
+            ok = await asyncio.to_thread(_ping, instance.port, 2.0)
+            instance.ping_failures = 0 if ok else instance.ping_failures + 1
+            dead = instance.ping_failures >= 3
+        if dead:
+            instance.healthy = False
+            instance.replacing = True
+            self._workers.submit(self._replace, endpoint, variant, instance)
+
+    def _replace(self, endpoint: str, variant: Variant, instance: Instance) -> None:
+        """Health checks failed: start a new instance, then retire the old one."""
+        log.warning("endpoint %s: replacing unhealthy instance %s", endpoint, instance.instance_id)
+        try:
+            fresh = self._start_instance(endpoint, variant)
+        except DeployError as exc:
+            log.error("endpoint %s: replacement failed: %s", endpoint, exc)
+            instance.replacing = False
+            return
+        variant.instances = [fresh if i is instance else i for i in variant.instances]
+        self._stop_instance(instance)
+
+    # ------------------------------------------------------------ routing
+    async def invoke(self, name: str, body: bytes, headers: dict[str, str],
+                     target_variant: str | None) -> tuple[str, Any]:
+        deployment = self.live.get(name)
+        if deployment is None:
+            raise await self._not_serving(name)
+        variant = self._choose_variant(deployment, target_variant)
+        started = time.perf_counter()
+        for instance in variant.pick():
+            try:
+                response = await instance.pool.request("POST", "/invocations", headers, body)
+            except UpstreamError:
+                instance.healthy = False  # the monitor replaces it; this request moves on
+                continue
+            self.metrics.record(name, variant.name, response.status, time.perf_counter() - started)
+            return variant.name, response
+        self.metrics.record(name, variant.name, 503, time.perf_counter() - started)
+        raise AwsError("ServiceUnavailable", f"No healthy instance of variant {variant.name} is available to "
+                                             "serve the request. Try your call again.", 503)
+
+    def _choose_variant(self, deployment: Deployment, target: str | None) -> Variant:
+        if target is not None:
+            variant = deployment.variants.get(target)
+            if variant is None:
+                raise AwsError("ValidationError", f"The variant {target} does not exist in endpoint "
+                                                  f"{deployment.endpoint}.", 400)
+            return variant
+        candidates = [v for v in deployment.variants.values() if v.weight > 0] or list(deployment.variants.values())
+        if len(candidates) == 1:
+            return candidates[0]
+        return random.choices(candidates, weights=[v.weight or 1.0 for v in candidates])[0]
+
+    async def _not_serving(self, name: str) -> AwsError:
+        def status() -> str | None:
+            with self.db.session() as session:
+                endpoint = session.get(Endpoint, name)
+                return None if endpoint is None else endpoint.status
+
+        current = await asyncio.to_thread(status)
+        if current is None:
+            return AwsError("ValidationError", f"Endpoint {name} of account {self.platform.account_id} not found.",
+                            400)
+        return AwsError("ValidationError", f"Endpoint {name} is not in service (status {current}).", 400)
+
+
+
+def desired_variants(config: EndpointConfig) -> list[dict[str, Any]]:
+    """The variant records of a freshly requested configuration (nothing running yet)."""
+    return [{"VariantName": v["VariantName"], "ModelName": v["ModelName"],
+             "DesiredWeight": float(v.get("InitialVariantWeight", 1.0)), "CurrentWeight": 0.0,
+             "DesiredInstanceCount": int(v.get("InitialInstanceCount", 1)), "CurrentInstanceCount": 0}
+            for v in config.request["ProductionVariants"]]
+
+
+def _current(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Variant records once running: current weights and counts caught up with the desired ones."""
+    return [{**v, "CurrentWeight": v["DesiredWeight"], "CurrentInstanceCount": v["DesiredInstanceCount"]}
+            for v in variants]
+
+
+def _ping(port: int, timeout: float) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/ping")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _clean_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}

@@ -1,0 +1,354 @@
+"""The model-server process of one endpoint instance: SageMaker's container contract over HTTP/1.1.
+
+    python -m sagestack.serving.model_server --model-dir DIR [--host 127.0.0.1] [--port 8080]
+
+Routes: ``GET /ping`` (200, empty body, once the model is loaded; the model is
+loaded before the port opens), ``POST /invocations`` (see ``xgboost_handler``)
+and ``GET /execution-parameters`` (for batch transform). Anything else is 404.
+
+When it listens it prints ``sagestack-model-server ready port=P pid=N`` on
+stdout; a model that cannot be loaded prints ``sagestack-model-server error:
+Unable to load model: ...`` and exits with status 1. Every request answered
+with a status >= 400 is logged as one stdout line.
+
+Why a hand-written server instead of Starlette/uvicorn: this process answers
+one-row predictions that cost the model ~50 us, so the HTTP layer is most of
+the bill. An ``asyncio.Protocol`` fed by ``httptools`` (the parser uvicorn
+uses) on uvloop costs a few microseconds per request and nothing per
+connection beyond the parser; the ASGI stack adds ~100 us of scope dicts,
+coroutines and middleware. Handling is synchronous inside ``data_received``:
+the process serves one request at a time by design (one instance = one core),
+so there is nothing to await, and responses to pipelined requests leave in
+order for free.
+
+Environment (SageMaker's names): ``SAGEMAKER_BIND_TO_PORT`` (port when
+``--port`` is absent), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds one request
+may run; past it the process exits with status 3 so the platform restarts it,
+as gunicorn kills a silent worker), ``MAX_CONTENT_LENGTH`` (bytes; larger
+bodies get 413), ``OMP_NUM_THREADS`` (defaults to 1), plus the handler's
+``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``, ``SAGEMAKER_INFERENCE_OUTPUT``,
+``SAGEMAKER_BATCH`` and ``SAGEMAKER_INFERENCE_ENSEMBLE``.
+``SAGEMAKER_MODEL_SERVER_WORKERS`` is ignored: scale with instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sagestack.serving.xgboost_handler import XGBoostHandler
+
+PREFIX = "sagestack-model-server"
+TIMEOUT_EXIT_CODE = 3
+_REASONS = {
+    100: "Continue",
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    413: "Request Entity Too Large",
+    415: "Unsupported Media Type",
+    500: "Internal Server Error",
+}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_PING_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+_TEXT = "text/plain; charset=utf-8"
+
+
+def log(message: str) -> None:
+    # The platform turns each stdout line into a CloudWatch event: one line per message, flushed now.
+    sys.stdout.write(f"{PREFIX} {message}\n")
+    sys.stdout.flush()
+
+
+class ModelServer:
+    """Shared state of all connections: the handler, limits and the request watchdog."""
+
+    def __init__(self, handler: XGBoostHandler, max_body: int, timeout: float, idle_timeout: float) -> None:
+        self.handler = handler
+        self.max_body = max_body
+        self.timeout = timeout
+        self.idle_timeout = idle_timeout
+        self.connections: set[HttpConnection] = set()
+        #: time.monotonic() when the request being handled started, 0.0 when idle (read by the watchdog).
+        self.busy_since = 0.0
+
+    def respond(self, method: bytes, path: bytes, body: bytes, content_type: str | None, accept: str | None):
+        """``(status, body, content type)`` of one complete request."""
+        if path == b"/invocations":
+            if method != b"POST":
+                return 405, b"Method Not Allowed", _TEXT
+            self.busy_since = time.monotonic()
+            try:
+                return self.handler.invoke(body, content_type, accept)
+            except Exception as exc:  # a bug, not bad input: answer like the container's Flask would
+                return 500, f"Internal error: {type(exc).__name__}: {exc}".encode(), _TEXT
+            finally:
+                self.busy_since = 0.0
+        if path == b"/ping":
+            return (200, b"", None) if method in (b"GET", b"HEAD") else (405, b"Method Not Allowed", _TEXT)
+        if path == b"/execution-parameters" and method == b"GET":
+            return self.handler.execution_parameters()
+        return 404, b"{}", "application/json"  # what the container's nginx answers for other paths
+
+    def watch(self) -> None:
+        """Thread body: exit the process when one request runs past SAGEMAKER_MODEL_SERVER_TIMEOUT."""
+        while True:
+            time.sleep(min(1.0, self.timeout / 4))
+            started = self.busy_since
+            if started and time.monotonic() - started > self.timeout:
+                log(
+                    f"error: a request ran longer than {self.timeout:g} s "
+                    "(SAGEMAKER_MODEL_SERVER_TIMEOUT); exiting"
+                )
+                os._exit(TIMEOUT_EXIT_CODE)
+
+    def sweep_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close keep-alive connections that saw no bytes for one to two idle periods."""
+        for conn in list(self.connections):
+            if not conn.seen:
+                conn.close()
+            conn.seen = False
+        loop.call_later(self.idle_timeout, self.sweep_idle, loop)
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection: httptools parses, ``ModelServer.respond`` answers, keep-alive by default."""
+
+    def __init__(self, server: ModelServer) -> None:
+        import httptools
+
+        self.server = server
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser_error = httptools.HttpParserError
+        self.transport: asyncio.Transport | None = None
+        self.seen = True
+        self._begin()
+
+    def _begin(self) -> None:
+        self.url = b""
+        self.content_type: str | None = None
+        self.accept: str | None = None
+        self.declared_length = -1
+        self.expect_continue = False
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.rejected = False
+
+    # ----------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Without it a keep-alive response can wait ~40 ms for the peer's delayed ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.seen = True
+        try:
+            self.parser.feed_data(data)
+        except self.parser_error as exc:
+            if self.transport is not None and not self.rejected:
+                self._send(400, f"Bad Request: {exc}".encode(), _TEXT, close=True)
+        except Exception as exc:  # an upgrade request or a bug in a callback: never leave the peer hanging
+            if self.transport is not None:
+                log(f"error: {type(exc).__name__}: {exc}")
+                self._send(400, b"Bad Request", _TEXT, close=True)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    # ----------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._begin()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-type":
+            self.content_type = value.decode("latin-1")
+        elif name == b"accept":
+            self.accept = value.decode("latin-1")
+        elif name == b"content-length":
+            self.declared_length = int(value) if value.strip().isdigit() else -1
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        if self.declared_length > self.server.max_body:
+            self._reject_too_large()
+        elif self.expect_continue and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self.rejected:
+            return
+        self.size += len(body)
+        if self.size > self.server.max_body:  # chunked bodies announce no length
+            self._reject_too_large()
+        else:
+            self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.rejected or self.transport is None:
+            return
+        parts = self.parts
+        body = parts[0] if len(parts) == 1 else b"".join(parts)
+        method = self.parser.get_method()
+        path = self.url.split(b"?", 1)[0]
+        if path == b"/ping" and method == b"GET" and self.parser.should_keep_alive():
+            self.transport.write(_PING_OK)  # the health check is frequent: skip the general path
+            return
+        status, payload, content_type = self.server.respond(
+            method, path, body, self.content_type, self.accept
+        )
+        if status >= 400:
+            message = payload.decode("utf-8", "replace").replace("\n", "\\n")
+            log(f"{method.decode()} {path.decode('latin-1')} {status}: {message}")
+        self._send(
+            status, payload, content_type, close=not self.parser.should_keep_alive(), head=method == b"HEAD"
+        )
+
+    # ----------------------------------------------------------------- responses
+
+    def _reject_too_large(self) -> None:
+        limit = self.server.max_body
+        self.rejected = True
+        method, url = self.parser.get_method().decode(), self.url.decode("latin-1")
+        log(f"{method} {url} 413: body larger than {limit} bytes")
+        # Close afterwards: the rest of the body is still on its way and would be read as a new request.
+        self._send(413, f"Request body larger than {limit} bytes".encode(), _TEXT, close=True)
+
+    def _send(
+        self, status: int, body: bytes, content_type: str | None, close: bool, head: bool = False
+    ) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        head_lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()]
+        if content_type:
+            head_lines.append(b"Content-Type: %s\r\n" % content_type.encode("latin-1"))
+        if status != 204:  # a 204 carries neither body nor length
+            head_lines.append(b"Content-Length: %d\r\n" % len(body))
+        if close:
+            head_lines.append(b"Connection: close\r\n")
+        head_lines.append(b"\r\n")
+        if head or status == 204:
+            transport.write(b"".join(head_lines))
+        elif len(body) < 65536:
+            head_lines.append(body)
+            transport.write(b"".join(head_lines))  # one write: one segment for small responses
+        else:
+            transport.writelines([b"".join(head_lines), body])  # no copy of a large body
+        if close:
+            self.close()
+
+
+# --------------------------------------------------------------------------- process
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sagestack.serving.model_server", description=__doc__)
+    parser.add_argument(
+        "--model-dir", required=True, help="directory holding xgboost-model (model.tar.gz unpacked)"
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--port", type=int, default=None, help="default: $SAGEMAKER_BIND_TO_PORT or 8080; 0 = any"
+    )
+    parser.add_argument(
+        "--idle-timeout", type=float, default=300.0, help="close keep-alive connections idle this long"
+    )
+    return parser.parse_args(argv)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # plain asyncio works too, ~20% slower
+        return asyncio.new_event_loop()
+
+
+async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[int], None]) -> None:
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        lambda: HttpConnection(server), host, port, backlog=1024, reuse_address=True
+    )
+    stopped = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    loop.call_later(server.idle_timeout, server.sweep_idle, loop)
+    on_ready(listener.sockets[0].getsockname()[1])
+    await stopped.wait()
+    # Requests are handled synchronously, so none is half-done here: stop listening, close, go.
+    listener.close()
+    for conn in list(server.connections):
+        conn.close()
+    await listener.wait_closed()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    # Before xgboost/numpy load their OpenMP runtime: one request at a time needs one thread.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from sagestack.serving.xgboost_handler import DEFAULT_MAX_CONTENT_LENGTH, XGBoostHandler
+
+    started = time.monotonic()
+    try:
+        handler = XGBoostHandler.from_model_dir(args.model_dir, log=log)
+    except Exception as exc:
+        log(f"error: Unable to load model: {exc}".replace("\n", "\\n"))
+        return 1
+    log(f"model loaded in {time.monotonic() - started:.2f} s: {handler.model.describe()}")
+    env = os.environ
+    port = args.port if args.port is not None else int(env.get("SAGEMAKER_BIND_TO_PORT") or 8080)
+    server = ModelServer(
+        handler,
+        max_body=int(env.get("MAX_CONTENT_LENGTH") or DEFAULT_MAX_CONTENT_LENGTH),
+        timeout=float(env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT") or 60),
+        idle_timeout=args.idle_timeout,
+    )
+    threading.Thread(target=server.watch, name="request-watchdog", daemon=True).start()
+
+    def ready(bound: int) -> None:
+        log(f"ready port={bound} pid={os.getpid()}")
+
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(serve(server, args.host, port, ready))
+    except OSError as exc:
+        log(f"error: cannot listen on {args.host}:{port}: {exc}")
+        return 1
+    finally:
+        loop.close()
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
