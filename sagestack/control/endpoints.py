@@ -11,14 +11,10 @@ again, so a restarted server serves what it served before.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import logging
 import random
 import secrets
 import shutil
-import socket
-import sys
-import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,34 +23,26 @@ from pathlib import Path
 from typing import Any
 
 from sagestack.aws.errors import AwsError
-from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.compute import LocalBackend
 from sagestack.control.endpoint_metrics import EndpointMetrics
+from sagestack.control.model_servers import DeployError, ModelServer, fetch_model, launch_model_server, ping
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
 from sagestack.db.models.tags import ResourceTag
-from sagestack.services.logs import append_events, ensure_log_stream
-from sagestack.serving.upstream import UpstreamError, UpstreamPool
-from sagestack.storage import files
+from sagestack.serving.upstream import UpstreamError
 
 log = logging.getLogger("sagestack.endpoints")
 
-READY_TIMEOUT = 120.0
 HEALTH_INTERVAL = 0.5
 PING_EVERY = 5.0
 MAX_PAYLOAD = 6 * 1024 * 1024
-
-
-class DeployError(Exception):
-    """A deployment that cannot succeed; its message becomes FailureReason."""
 
 
 @dataclass
 class Instance:
     instance_id: str
     variant: str
-    port: int
-    process: LocalInstance
-    pool: UpstreamPool
+    server: ModelServer
     healthy: bool = False
     ping_failures: int = 0
     replacing: bool = False
@@ -251,25 +239,9 @@ class EndpointController:
                                   f"{wanted['VariantName']}.")
             container = model.request.get("PrimaryContainer") or model.request["Containers"][0]
         model_dir = self.root / endpoint / f"{config_name}-{wanted['VariantName']}" / "model"
-        self._fetch_model(container["ModelDataUrl"], model_dir)
+        fetch_model(self.store, container["ModelDataUrl"], model_dir)
         return Variant(wanted["VariantName"], wanted["ModelName"], model_dir,
                        dict(container.get("Environment") or {}), wanted["DesiredWeight"])
-
-    def _fetch_model(self, url: str, model_dir: Path) -> None:
-        shutil.rmtree(model_dir.parent, ignore_errors=True)
-        model_dir.mkdir(parents=True)
-        bucket, key = files.parse_s3_uri(url)
-        archive = model_dir.parent / "model.tar.gz"
-        try:
-            files.fetch(self.store, self.store.head_object(bucket, key), archive)
-        except AwsError as exc:
-            raise DeployError(f"Failed to download model data from {url}: {exc.message}") from exc
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(model_dir, filter="data")
-        except (tarfile.TarError, OSError) as exc:
-            raise DeployError(f"Failed to extract model data archive from {url}: {exc}. "
-                              "Please ensure that the object located at the URL is a valid tar.gz archive.") from exc
 
     def _start_instances(self, endpoint: str, variant: Variant, count: int) -> list[Instance]:
         started = [self._launch(endpoint, variant) for _ in range(count)]
@@ -293,47 +265,25 @@ class EndpointController:
 
     def _launch(self, endpoint: str, variant: Variant) -> Instance:
         instance_id = "i-" + secrets.token_hex(8)
-        port = _free_port()
-        group, stream = f"/aws/sagemaker/Endpoints/{endpoint}", f"{variant.name}/{instance_id}"
-        ensure_log_stream(self.db, group, stream)
-        env = _clean_env()
-        env.update(variant.env)
-        env.update({"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1",
-                    "SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name})
-        spec = InstanceSpec(
-            name=f"{endpoint}/{variant.name}/{instance_id}",
-            argv=[sys.executable, "-m", "sagestack.serving.model_server", "--model-dir", str(variant.model_dir),
-                  "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=variant.model_dir.parent,
-            on_output=lambda batch: append_events(self.db, group, stream, batch),
+        server = launch_model_server(
+            self.backend, self.db, variant.model_dir, variant.env,
+            log_group=f"/aws/sagemaker/Endpoints/{endpoint}", log_stream=f"{variant.name}/{instance_id}",
+            extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name},
         )
-        process = self.backend.start(spec)
-        return Instance(instance_id, variant.name, port, process, UpstreamPool("127.0.0.1", port))
+        return Instance(instance_id, variant.name, server)
 
     def _await_ready(self, instance: Instance, endpoint: str) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            code = instance.process.poll()
-            if code is not None:
-                raise DeployError(
-                    f"The primary container for production variant {instance.variant} did not pass the ping "
-                    f"health check: the model server exited with code {code}. Please check CloudWatch logs "
-                    f"for this endpoint (/aws/sagemaker/Endpoints/{endpoint}).")
-            if _ping(instance.port, timeout=1.0):
-                instance.healthy = True
-                return
-            time.sleep(0.02)
-        raise DeployError(f"The primary container for production variant {instance.variant} did not pass the "
-                          f"ping health check within {READY_TIMEOUT:.0f} seconds.")
+        try:
+            instance.server.await_ready()
+        except DeployError as exc:
+            raise DeployError(f"The primary container for production variant {instance.variant} did not pass the "
+                              f"ping health check: {exc} Please check CloudWatch logs for this endpoint "
+                              f"(/aws/sagemaker/Endpoints/{endpoint}).") from exc
+        instance.healthy = True
 
     def _stop_instance(self, instance: Instance) -> None:
         instance.healthy = False
-        instance.pool.close()
-        instance.process.terminate()
-        if instance.process.wait(5) is None:
-            instance.process.kill()
-            instance.process.wait(5)
+        instance.server.stop()
 
     def _stop_deployment(self, deployment: Deployment) -> None:
         for instance in deployment.all_instances():
@@ -343,7 +293,7 @@ class EndpointController:
         pids: dict[tuple[str, str], list[int]] = {}
         for name, deployment in list(self.live.items()):
             for variant in deployment.variants.values():
-                pids[(name, variant.name)] = [i.process.pid for i in variant.instances if i.healthy]
+                pids[(name, variant.name)] = [i.server.process.pid for i in variant.instances if i.healthy]
         return pids
 
     # ------------------------------------------------------------ health
@@ -351,20 +301,20 @@ class EndpointController:
         last_ping = 0.0
         while True:
             await asyncio.sleep(HEALTH_INTERVAL)
-            ping = time.monotonic() - last_ping >= PING_EVERY
-            if ping:
+            probe = time.monotonic() - last_ping >= PING_EVERY
+            if probe:
                 last_ping = time.monotonic()
             for name, deployment in list(self.live.items()):
                 for variant in deployment.variants.values():
                     for instance in list(variant.instances):
-                        await self._check(name, variant, instance, ping)
+                        await self._check(name, variant, instance, probe)
 
-    async def _check(self, endpoint: str, variant: Variant, instance: Instance, ping: bool) -> None:
+    async def _check(self, endpoint: str, variant: Variant, instance: Instance, probe: bool) -> None:
         if instance.replacing:
             return
-        dead = instance.process.poll() is not None
-        if not dead and ping:
-            ok = await asyncio.to_thread(_ping, instance.port, 2.0)
+        dead = instance.server.process.poll() is not None
+        if not dead and probe:
+            ok = await asyncio.to_thread(ping, instance.server.port, 2.0)
             instance.ping_failures = 0 if ok else instance.ping_failures + 1
             dead = instance.ping_failures >= 3
         if dead:
@@ -394,7 +344,7 @@ class EndpointController:
         started = time.perf_counter()
         for instance in variant.pick():
             try:
-                response = await instance.pool.request("POST", "/invocations", headers, body)
+                response = await instance.server.pool.request("POST", "/invocations", headers, body)
             except UpstreamError:
                 instance.healthy = False  # the monitor replaces it; this request moves on
                 continue
@@ -442,26 +392,3 @@ def _current(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Variant records once running: current weights and counts caught up with the desired ones."""
     return [{**v, "CurrentWeight": v["DesiredWeight"], "CurrentInstanceCount": v["DesiredInstanceCount"]}
             for v in variants]
-
-
-def _ping(port: int, timeout: float) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        connection.request("GET", "/ping")
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _clean_env() -> dict[str, str]:
-    import os
-
-    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}

@@ -1,0 +1,106 @@
+"""Model-server processes shared by endpoints and batch transform: fetch the model, launch, probe, stop."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sagestack.aws.errors import AwsError
+from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.services.logs import append_events, ensure_log_stream
+from sagestack.serving.upstream import UpstreamPool
+from sagestack.storage import files
+
+READY_TIMEOUT = 120.0
+
+
+class DeployError(Exception):
+    """A model server that cannot be brought up; its message becomes FailureReason."""
+
+
+@dataclass
+class ModelServer:
+    port: int
+    process: LocalInstance
+    pool: UpstreamPool
+
+    def await_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise DeployError(f"the model server exited with code {code}.")
+            if ping(self.port, timeout=1.0):
+                return
+            time.sleep(0.02)
+        raise DeployError(f"the model server did not answer /ping within {timeout:.0f} seconds.")
+
+    def stop(self) -> None:
+        self.pool.close()
+        self.process.terminate()
+        if self.process.wait(5) is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def fetch_model(store: Any, url: str, model_dir: Path) -> None:
+    """Download ``model.tar.gz`` from the object store and unpack it into ``model_dir``."""
+    shutil.rmtree(model_dir.parent, ignore_errors=True)
+    model_dir.mkdir(parents=True)
+    bucket, key = files.parse_s3_uri(url)
+    archive = model_dir.parent / "model.tar.gz"
+    try:
+        files.fetch(store, store.head_object(bucket, key), archive)
+    except AwsError as exc:
+        raise DeployError(f"Failed to download model data from {url}: {exc.message}") from exc
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(model_dir, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        raise DeployError(f"Failed to extract model data archive from {url}: {exc}. "
+                          "Please ensure that the object located at the URL is a valid tar.gz archive.") from exc
+
+
+def launch_model_server(backend: LocalBackend, db: Any, model_dir: Path, environment: dict[str, str], *,
+                        log_group: str, log_stream: str, extra_env: dict[str, str] | None = None) -> ModelServer:
+    """Start one model server on a free loopback port; its output goes to CloudWatch Logs."""
+    port = free_port()
+    ensure_log_stream(db, log_group, log_stream)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
+    env.update(environment)
+    env.update({"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"})
+    env.update(extra_env or {})
+    spec = InstanceSpec(
+        name=log_stream,
+        argv=[sys.executable, "-m", "sagestack.serving.model_server", "--model-dir", str(model_dir),
+              "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=model_dir.parent,
+        on_output=lambda batch: append_events(db, log_group, log_stream, batch),
+    )
+    return ModelServer(port, backend.start(spec), UpstreamPool("127.0.0.1", port))
+
+
+def ping(port: int, timeout: float) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/ping")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
