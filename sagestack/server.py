@@ -17,6 +17,7 @@ from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
 from sagestack.control.training import TrainingController
+from sagestack.control.transform import TransformController
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
@@ -49,6 +50,9 @@ def prepare(settings: Settings) -> Platform:
         log.warning("%d training job(s) interrupted by the last shutdown were ended", ended)
     platform.parts["training"] = training
     platform.parts["endpoints"] = EndpointController(platform)
+    transform = TransformController(platform)
+    transform.recover()
+    platform.parts["transform"] = transform
     return platform
 
 

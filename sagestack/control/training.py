@@ -33,6 +33,7 @@ from typing import Any
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.control.inputs import check_output_bucket, resolve_source
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.services.cloudwatch import put_datapoints
@@ -113,14 +114,8 @@ class TrainingController:
     def check_inputs(self, request: dict[str, Any]) -> None:
         """Fail CreateTrainingJob early, as SageMaker does, when a channel or the output bucket is missing."""
         for channel in request.get("InputDataConfig", []):
-            self._channel_objects(channel, probe=True)
-        bucket, _ = files.parse_s3_uri(request["OutputDataConfig"]["S3OutputPath"])
-        try:
-            self.store.get_bucket(bucket)
-        except AwsError as exc:
-            raise AwsError("ValidationException",
-                           f"The output bucket {bucket} of OutputDataConfig.S3OutputPath does not exist.",
-                           400) from exc
+            resolve_source(self.store, channel["DataSource"]["S3DataSource"], probe=True)
+        check_output_bucket(self.store, request["OutputDataConfig"]["S3OutputPath"], "OutputDataConfig.S3OutputPath")
 
     def submit(self, name: str) -> None:
         run = _Run(name)
@@ -195,48 +190,8 @@ class TrainingController:
 
     def _channel(self, channel: dict[str, Any]) -> Channel:
         s3 = channel["DataSource"]["S3DataSource"]
-        return Channel(channel["ChannelName"], self._channel_objects(channel),
+        return Channel(channel["ChannelName"], resolve_source(self.store, s3),
                        s3.get("S3DataDistributionType", "FullyReplicated"))
-
-    def _channel_objects(self, channel: dict[str, Any], probe: bool = False) -> list[tuple[Any, str]]:
-        s3 = channel["DataSource"]["S3DataSource"]
-        uri, kind = s3["S3Uri"], s3.get("S3DataType", "S3Prefix")
-        bucket, prefix = files.parse_s3_uri(uri)
-        if kind == "ManifestFile":
-            return self._manifest_objects(uri, bucket, prefix)
-        if kind != "S3Prefix":
-            raise AwsError("ValidationException", f"S3DataType {kind} is not supported; use S3Prefix or "
-                                                  "ManifestFile.", 400)
-        found: list[tuple[Any, str]] = []
-        try:
-            for info in files.iter_objects(self.store, bucket, prefix):
-                if info.key.endswith("/") and info.size == 0:
-                    continue  # "folder" placeholder objects made by consoles
-                relative = info.key[len(prefix):].lstrip("/") or info.key.rsplit("/", 1)[-1]
-                found.append((info, relative))
-                if probe:
-                    break
-        except AwsError:
-            found = []
-        if not found:
-            raise AwsError("ValidationException",
-                           f'No S3 objects found under S3 URL "{uri}" given in input data source. Please ensure '
-                           "that the bucket exists in the selected region, that objects exist under that S3 "
-                           "prefix, and that the role has s3:ListBucket permissions on the bucket.", 400)
-        return found
-
-    def _manifest_objects(self, uri: str, bucket: str, key: str) -> list[tuple[Any, str]]:
-        body = self.store.open_object(bucket, key)
-        try:
-            manifest = json.loads(b"".join(body.chunks))
-            base = manifest[0]["prefix"]
-            entries = [str(e) for e in manifest[1:]]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise AwsError("ValidationException", f"The manifest file {uri} is not a valid manifest: "
-                                                  "expected [{\"prefix\": \"s3://...\"}, \"key\", ...].",
-                           400) from exc
-        base_bucket, base_prefix = files.parse_s3_uri(base)
-        return [(self.store.head_object(base_bucket, base_prefix + entry), entry) for entry in entries]
 
     def _place_channel(self, channel: Channel, dest: Path, host_index: int, host_count: int) -> None:
         dest.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:51:05.002612
+Create Date: 2026-11-28 03:53:42.367102
 """
 
 from collections.abc import Sequence
@@ -229,6 +229,24 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_training_jobs_status'), ['status'], unique=False)
         batch_op.create_index(batch_op.f('ix_training_jobs_tuning_job_name'), ['tuning_job_name'], unique=False)
 
+    op.create_table('transform_jobs',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('started', sagestack.db.base.UtcDateTime(), nullable=True),
+    sa.Column('ended', sagestack.db.base.UtcDateTime(), nullable=True),
+    sa.Column('stop_requested', sa.Boolean(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_transform_jobs')),
+    sa.UniqueConstraint('arn', name=op.f('uq_transform_jobs_arn'))
+    )
+    with op.batch_alter_table('transform_jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_transform_jobs_created'), ['created'], unique=False)
+        batch_op.create_index(batch_op.f('ix_transform_jobs_status'), ['status'], unique=False)
+
     op.create_table('cw_datapoints',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('metric_id', sa.Integer(), nullable=False),
@@ -407,6 +425,11 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cw_datapoints_metric_time')
 
     op.drop_table('cw_datapoints')
+    with op.batch_alter_table('transform_jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_transform_jobs_status'))
+        batch_op.drop_index(batch_op.f('ix_transform_jobs_created'))
+
+    op.drop_table('transform_jobs')
     with op.batch_alter_table('training_jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_training_jobs_tuning_job_name'))
         batch_op.drop_index(batch_op.f('ix_training_jobs_status'))

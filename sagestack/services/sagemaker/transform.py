@@ -1,0 +1,124 @@
+"""Batch transform jobs: Create, Describe, List, Stop. The runner lives in control/transform.py."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from sqlalchemy import select
+
+from sagestack.aws.errors import AwsError
+from sagestack.db.base import utcnow
+from sagestack.db.models.hosting import Model
+from sagestack.db.models.transform import TransformJob
+from sagestack.services import RequestContext, operation
+from sagestack.services.sagemaker.common import could_not_find, name_filter, page, sort_items, time_filters
+from sagestack.services.sagemaker.tags import put_tags
+
+SUPPORTED_SPLITS = ("None", "Line")
+
+
+def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    request = copy.deepcopy(params)
+    request.pop("Tags", None)
+    transform_input = request["TransformInput"]
+    transform_input.setdefault("SplitType", "None")
+    transform_input.setdefault("CompressionType", "None")
+    transform_input["DataSource"]["S3DataSource"].setdefault("S3DataType", "S3Prefix")
+    request["TransformOutput"].setdefault("AssembleWith", "None")
+    request.setdefault("MaxPayloadInMB", 6)
+    request.setdefault("BatchStrategy", "MultiRecord" if transform_input["SplitType"] != "None" else "SingleRecord")
+    request.setdefault("MaxConcurrentTransforms", request["TransformResources"]["InstanceCount"])
+    return request
+
+
+def _validate(session: Any, ctx: RequestContext, request: dict[str, Any]) -> None:
+    if session.get(Model, request["ModelName"]) is None:
+        arn = ctx.arn("sagemaker", "model/" + request["ModelName"].lower())
+        raise AwsError("ValidationException", f'Could not find model "{arn}".', 400)
+    split = request["TransformInput"]["SplitType"]
+    if split not in SUPPORTED_SPLITS:
+        raise AwsError("ValidationException", f"SplitType {split} is not supported by sagestack; use None or Line.",
+                       400)
+    if request["TransformInput"]["CompressionType"] not in ("None", "Gzip"):
+        raise AwsError("ValidationException", "CompressionType must be None or Gzip.", 400)
+    if request["MaxPayloadInMB"] > 100:
+        raise AwsError("ValidationException", "MaxPayloadInMB must be at most 100.", 400)
+
+
+@operation("sagemaker")
+def create_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["TransformJobName"]
+    arn = ctx.arn("sagemaker", f"transform-job/{name.lower()}")
+    request = _with_defaults(params)
+    controller = ctx.platform.parts["transform"]
+    now = utcnow()
+    with ctx.platform.db.transaction() as session:
+        if session.get(TransformJob, name) is not None:
+            raise AwsError("ResourceInUse", f"Job name must be unique within an AWS account and region, and a job "
+                                            f"with this name already exists ({arn})", 400)
+        _validate(session, ctx, request)
+        controller.check_inputs(request)
+        session.add(TransformJob(name=name, arn=arn, request=request, created=now, last_modified=now))
+        put_tags(session, arn, params.get("Tags", []))
+    controller.submit(name)
+    return {"TransformJobArn": arn}
+
+
+def _load(session: Any, name: str) -> TransformJob:
+    job = session.get(TransformJob, name)
+    if job is None:
+        raise could_not_find("transform job", name)
+    return job
+
+
+@operation("sagemaker")
+def describe_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with ctx.platform.db.session() as session:
+        job = _load(session, params["TransformJobName"])
+        result = {k: v for k, v in job.request.items() if k != "TransformJobName"}
+        result.update({"TransformJobName": job.name, "TransformJobArn": job.arn, "TransformJobStatus": job.status,
+                       "CreationTime": job.created})
+        for key, value in (("FailureReason", job.failure_reason), ("TransformStartTime", job.started),
+                           ("TransformEndTime", job.ended)):
+            if value is not None:
+                result[key] = value
+        return result
+
+
+@operation("sagemaker")
+def list_transform_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    query = select(TransformJob)
+    if params.get("StatusEquals"):
+        query = query.where(TransformJob.status == params["StatusEquals"])
+    with ctx.platform.db.session() as session:
+        jobs = list(session.scalars(query))
+    keep_time = time_filters(params, lambda j: j.created, lambda j: j.last_modified)
+    keep_name = name_filter(params, lambda j: j.name)
+    jobs = sort_items([j for j in jobs if keep_time(j) and keep_name(j)], params,
+                      {"CreationTime": lambda j: j.created, "Name": lambda j: j.name, "Status": lambda j: j.status})
+    chunk, token = page(jobs, params)
+    result: dict[str, Any] = {"TransformJobSummaries": [
+        {"TransformJobName": j.name, "TransformJobArn": j.arn, "CreationTime": j.created,
+         "LastModifiedTime": j.last_modified, "TransformJobStatus": j.status,
+         **({"TransformEndTime": j.ended} if j.ended else {}),
+         **({"FailureReason": j.failure_reason} if j.failure_reason else {})}
+        for j in chunk]}
+    if token:
+        result["NextToken"] = token
+    return result
+
+
+@operation("sagemaker")
+def stop_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name = params["TransformJobName"]
+    with ctx.platform.db.transaction() as session:
+        job = _load(session, name)
+        if job.status != "InProgress":
+            raise AwsError("ValidationException",
+                           f"The request was rejected because the transform job is in status {job.status}.", 400)
+        job.stop_requested = True
+        job.status = "Stopping"
+        job.last_modified = utcnow()
+    ctx.platform.parts["transform"].stop(name)
+    return {}
