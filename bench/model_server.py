@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -36,7 +35,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -164,7 +163,7 @@ async def _drive(targets: list[tuple[int, bytes]], connections: int, seconds: fl
     loop = asyncio.get_running_loop()
     latencies: list[int] = []
     # Warm-up, then the measured run on fresh connections.
-    for warm, duration in ((True, min(1.0, seconds)), (False, seconds)):
+    for duration in (min(1.0, seconds), seconds):
         latencies.clear()
         deadline = time.perf_counter() + duration
         futures = []
@@ -172,7 +171,7 @@ async def _drive(targets: list[tuple[int, bytes]], connections: int, seconds: fl
             port, payload = targets[i % len(targets)]
             done = loop.create_future()
             await loop.create_connection(
-                lambda p=payload, d=done: _Client(p, deadline, latencies, d), "127.0.0.1", port
+                lambda p=payload, d=done, t=deadline: _Client(p, t, latencies, d), "127.0.0.1", port
             )
             futures.append(done)
         started = time.perf_counter()

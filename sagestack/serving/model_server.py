@@ -44,6 +44,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import httptools
+
 if TYPE_CHECKING:
     from sagestack.serving.xgboost_handler import XGBoostHandler
 
@@ -85,7 +87,9 @@ class ModelServer:
         #: time.monotonic() when the request being handled started, 0.0 when idle (read by the watchdog).
         self.busy_since = 0.0
 
-    def respond(self, method: bytes, path: bytes, body: bytes, content_type: str | None, accept: str | None):
+    def respond(
+        self, method: bytes, path: bytes, body: bytes, content_type: str | None, accept: str | None
+    ) -> tuple[int, bytes, str | None]:
         """``(status, body, content type)`` of one complete request."""
         if path == b"/invocations":
             if method != b"POST":
@@ -128,11 +132,8 @@ class HttpConnection(asyncio.Protocol):
     """One client connection: httptools parses, ``ModelServer.respond`` answers, keep-alive by default."""
 
     def __init__(self, server: ModelServer) -> None:
-        import httptools
-
         self.server = server
         self.parser = httptools.HttpRequestParser(self)
-        self.parser_error = httptools.HttpParserError
         self.transport: asyncio.Transport | None = None
         self.seen = True
         self._begin()
@@ -165,7 +166,7 @@ class HttpConnection(asyncio.Protocol):
         self.seen = True
         try:
             self.parser.feed_data(data)
-        except self.parser_error as exc:
+        except httptools.HttpParserError as exc:
             if self.transport is not None and not self.rejected:
                 self._send(400, f"Bad Request: {exc}".encode(), _TEXT, close=True)
         except Exception as exc:  # an upgrade request or a bug in a callback: never leave the peer hanging
@@ -213,7 +214,10 @@ class HttpConnection(asyncio.Protocol):
             self.parts.append(body)
 
     def on_message_complete(self) -> None:
-        if self.rejected or self.transport is None:
+        if self.rejected:
+            self.close()  # the 413 is out and the rest of the body has been read and dropped
+            return
+        if self.transport is None:
             return
         parts = self.parts
         body = parts[0] if len(parts) == 1 else b"".join(parts)
@@ -239,12 +243,20 @@ class HttpConnection(asyncio.Protocol):
         self.rejected = True
         method, url = self.parser.get_method().decode(), self.url.decode("latin-1")
         log(f"{method} {url} 413: body larger than {limit} bytes")
-        # Close afterwards: the rest of the body is still on its way and would be read as a new request.
-        self._send(413, f"Request body larger than {limit} bytes".encode(), _TEXT, close=True)
+        # Answer now but close only once the body is read (and dropped): closing a socket with unread
+        # bytes sends a reset, which can destroy the answer before the client reads it.
+        self._send(413, f"Request body larger than {limit} bytes".encode(), _TEXT, close=False, last=True)
 
     def _send(
-        self, status: int, body: bytes, content_type: str | None, close: bool, head: bool = False
+        self,
+        status: int,
+        body: bytes,
+        content_type: str | None,
+        close: bool,
+        head: bool = False,
+        last: bool = False,
     ) -> None:
+        """Write one response; ``close`` closes the connection now, ``last`` only announces it."""
         transport = self.transport
         if transport is None:
             return
@@ -253,7 +265,7 @@ class HttpConnection(asyncio.Protocol):
             head_lines.append(b"Content-Type: %s\r\n" % content_type.encode("latin-1"))
         if status != 204:  # a 204 carries neither body nor length
             head_lines.append(b"Content-Length: %d\r\n" % len(body))
-        if close:
+        if close or last:
             head_lines.append(b"Connection: close\r\n")
         head_lines.append(b"\r\n")
         if head or status == 204:
@@ -282,16 +294,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--idle-timeout", type=float, default=300.0, help="close keep-alive connections idle this long"
     )
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop")
     return parser.parse_args(argv)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
+def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind != "asyncio":
+        try:
+            import uvloop
 
-        return uvloop.new_event_loop()
-    except ImportError:  # plain asyncio works too, ~20% slower
-        return asyncio.new_event_loop()
+            return uvloop.new_event_loop()
+        except ImportError:  # plain asyncio works too, a little slower
+            if kind == "uvloop":
+                raise
+    return asyncio.new_event_loop()
 
 
 async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[int], None]) -> None:
@@ -333,12 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         timeout=float(env.get("SAGEMAKER_MODEL_SERVER_TIMEOUT") or 60),
         idle_timeout=args.idle_timeout,
     )
-    threading.Thread(target=server.watch, name="request-watchdog", daemon=True).start()
+    if server.timeout > 0:
+        threading.Thread(target=server.watch, name="request-watchdog", daemon=True).start()
 
     def ready(bound: int) -> None:
         log(f"ready port={bound} pid={os.getpid()}")
 
-    loop = _new_loop()
+    loop = _new_loop(args.loop)
     try:
         loop.run_until_complete(serve(server, args.host, port, ready))
     except OSError as exc:
