@@ -18,7 +18,10 @@ Targets: mean best validation:auc of Bayesian >= Random's (20 trials x 5 seeds),
 TrainingJobEarlyStoppingType=Auto saves >= 20 % of the training time of Off at an equal
 best objective (within 0.002). Random search makes the Auto-vs-Off comparison exact:
 its suggestions do not depend on results, so both runs train the same 20 configurations
-and differ only by the stopped rounds. Hyperband is printed for information.
+and differ only by the stopped rounds. The time saving is read from the Off run's
+per-round clocks for both sides ("same-clock"), because wall and CPU time swing by 5x
+when other work shares the two cores; the separately measured saving is printed too.
+Bayesian with Auto and Hyperband are printed for information.
 
     .venv/bin/python bench/tuning_strategies.py [--seeds 5] [--trials 20] [--rounds 100]
 """
@@ -26,6 +29,7 @@ and differ only by the stopped rounds. Hyperband is printed for information.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -54,6 +58,8 @@ class RunResult:
     tuner_seconds: float
     stopped: int
     records: list[TrialRecord] = field(default_factory=list)
+    #: Per trial index, the cumulative training seconds after each round.
+    clocks: dict[int, list[float]] = field(default_factory=dict)
 
 
 def load_data() -> tuple[xgb.DMatrix, xgb.DMatrix]:
@@ -113,15 +119,19 @@ class Job:
     def __init__(self, record: TrialRecord, data: tuple[xgb.DMatrix, xgb.DMatrix]) -> None:
         self.record = record
         self.train, self.validation = data
-        self.booster = xgb.Booster(booster_params(dict(record.hyperparameters)), [self.train, self.validation])
+        params = booster_params(dict(record.hyperparameters))
+        self.booster = xgb.Booster(params, [self.train, self.validation])
         self.rounds = int(record.hyperparameters["num_round"])
         self.values: list[float] = []
+        self.clock: list[float] = []  # cumulative seconds after each round
         self.status = "InProgress"
 
     def step(self) -> None:
         iteration = len(self.values)
+        started = time.perf_counter()
         self.booster.update(self.train, iteration)
         line = self.booster.eval_set([(self.validation, "validation")], iteration)
+        self.clock.append((self.clock[-1] if self.clock else 0.0) + time.perf_counter() - started)
         # "[i]\tvalidation-auc:0.91234..." -> the 5-decimal value the log line would carry.
         self.values.append(round(float(line.rsplit(":", 1)[1]), 5))
         if len(self.values) >= self.rounds:
@@ -134,7 +144,8 @@ class Job:
 
 def run(req: dict[str, Any], data: tuple[xgb.DMatrix, xgb.DMatrix], parallel: int) -> RunResult:
     records: list[TrialRecord] = []
-    train_seconds = tuner_seconds = 0.0
+    clocks: dict[int, list[float]] = {}
+    tuner_seconds = 0.0
     while True:
         started = time.perf_counter()
         tuner = Tuner(req, records)
@@ -144,38 +155,59 @@ def run(req: dict[str, Any], data: tuple[xgb.DMatrix, xgb.DMatrix], parallel: in
         batch = [TrialRecord(tuner.next_index + k, hp) for k, hp in enumerate(tuner.next_trials(parallel))]
         tuner_seconds += time.perf_counter() - started
         jobs = [Job(record, data) for record in batch]
-        train_seconds, tuner_seconds = _train_batch(tuner, records, jobs, train_seconds, tuner_seconds)
+        tuner_seconds += _train_batch(tuner, records, jobs)
         records.extend(job.as_record() for job in jobs)
+        clocks.update((job.record.index, job.clock) for job in jobs)
     best = Tuner(req, records).best()
     assert best is not None and best.objective is not None
     return RunResult(best=best.objective, rounds=sum(len(r.intermediate) for r in records),
-                     train_seconds=train_seconds, tuner_seconds=tuner_seconds,
-                     stopped=sum(r.status == "Stopped" for r in records), records=records)
+                     train_seconds=sum(clock[-1] for clock in clocks.values()), tuner_seconds=tuner_seconds,
+                     stopped=sum(r.status == "Stopped" for r in records), records=records, clocks=clocks)
 
 
-def _train_batch(tuner: Tuner, finished: list[TrialRecord], jobs: list[Job], train_seconds: float,
-                 tuner_seconds: float) -> tuple[float, float]:
-    """Advance the batch's jobs in lockstep, asking the tuner about each after every round."""
+def _train_batch(tuner: Tuner, finished: list[TrialRecord], jobs: list[Job]) -> float:
+    """Advance the batch's jobs in lockstep, asking the tuner about each after every round.
+
+    Returns the seconds spent in the tuner.
+    """
+    tuner_seconds = 0.0
     while any(job.status == "InProgress" for job in jobs):
         active = [job for job in jobs if job.status == "InProgress"]
-        started = time.perf_counter()
         for job in active:
             job.step()
-        train_seconds += time.perf_counter() - started
         started = time.perf_counter()
         others = [*finished, *(job.as_record() for job in jobs)]
         for job in active:
             if job.status == "InProgress" and tuner.should_stop(job.record.index, job.values, others):
                 job.status = "Stopped"
         tuner_seconds += time.perf_counter() - started
-    return train_seconds, tuner_seconds
+    return tuner_seconds
+
+
+def counterfactual_seconds(off: RunResult, auto: RunResult) -> tuple[float, float]:
+    """Training seconds of Off and of Auto, both read from the Off run's per-round clocks.
+
+    With Random search both runs train the same configurations and XGBoost is
+    deterministic, so every Auto curve is a prefix of the Off curve of the same trial:
+    Auto's cost is Off's clock at the round where Auto stopped. Reading both from one
+    run keeps other load on the machine out of the ratio.
+    """
+    off_seconds = auto_seconds = 0.0
+    for stopped in auto.records:
+        full = next(r for r in off.records if r.index == stopped.index)
+        if tuple(full.intermediate[: len(stopped.intermediate)]) != tuple(stopped.intermediate):
+            raise AssertionError(f"trial {stopped.index}: Auto's curve is not a prefix of Off's")
+        clock = off.clocks[stopped.index]
+        off_seconds += clock[-1]
+        auto_seconds += clock[len(stopped.intermediate) - 1]
+    return off_seconds, auto_seconds
 
 
 def summarize(label: str, results: list[RunResult]) -> None:
-    bests = [r.best for r in results]
-    print(f"  {label:<22} mean best {statistics.fmean(bests):.5f}  "
-          f"(per seed {' '.join(f'{b:.5f}' for b in bests)})  rounds {sum(r.rounds for r in results):>6}  "
-          f"train {sum(r.train_seconds for r in results):6.1f}s  tuner {sum(r.tuner_seconds for r in results):5.1f}s  "
+    bests = " ".join(f"{r.best:.5f}" for r in results)
+    train, tuner = sum(r.train_seconds for r in results), sum(r.tuner_seconds for r in results)
+    print(f"  {label:<22} mean best {statistics.fmean(r.best for r in results):.5f}  (per seed {bests})  "
+          f"rounds {sum(r.rounds for r in results):>6}  train {train:6.1f}s  tuner {tuner:5.1f}s  "
           f"stopped {sum(r.stopped for r in results)}", flush=True)
 
 
@@ -189,6 +221,7 @@ def main() -> int:
     args = parser.parse_args()
 
     started = time.perf_counter()
+    print(f"load average {os.getloadavg()[0]:.1f} (timings are per-round wall clock)", flush=True)
     data = load_data()
     print(f"Adult: train {data[0].num_row()} x {data[0].num_col()}, validation {data[1].num_row()} rows; "
           f"{args.trials} trials x {args.seeds} seeds, {args.parallel} in parallel, num_round={args.rounds}",
@@ -223,23 +256,29 @@ def report(results: dict[tuple[str, str], list[RunResult]], elapsed: float) -> i
     ok_bayes = bayes >= random_
     print(f"\n  Bayesian vs Random: mean best validation:auc {bayes:.5f} vs {random_:.5f} "
           f"({bayes - random_:+.5f})  -> {'PASS' if ok_bayes else 'FAIL'} (target: Bayesian >= Random)")
+    off_auto = [counterfactual_seconds(o, a) for o, a in
+                zip(results[("Random", "Off")], results[("Random", "Auto")], strict=True)]
+    time_saving = 1 - sum(a for _, a in off_auto) / sum(o for o, _ in off_auto)
     ok_stop = True
     for strategy in ("Random", "Bayesian"):
         off, auto = (strategy, "Off"), (strategy, "Auto")
-        time_saving = 1 - total(auto, "train_seconds") / total(off, "train_seconds")
+        measured = 1 - total(auto, "train_seconds") / total(off, "train_seconds")
         round_saving = 1 - total(auto, "rounds") / total(off, "rounds")
         gap = mean_best(off) - mean_best(auto)
-        passed = time_saving >= 0.20 and abs(gap) <= 0.002
+        line = (f"  {strategy} early stopping Auto vs Off: rounds saved {round_saving:.1%}, "
+                f"measured training time saved {measured:.1%}")
+        if strategy == "Random":  # the acceptance comparison: identical configurations
+            ok_stop = time_saving >= 0.20 and abs(gap) <= 0.002
+            line += f", same-clock training time saved {time_saving:.1%}"
+        line += f"; mean best {mean_best(auto):.5f} vs {mean_best(off):.5f} (gap {gap:+.5f})"
         if strategy == "Random":
-            ok_stop = passed
-        print(f"  {strategy} early stopping Auto vs Off: training time -{time_saving:.1%}, rounds "
-              f"-{round_saving:.1%}, mean best {mean_best(auto):.5f} vs {mean_best(off):.5f} (gap {gap:+.5f})"
-              f"{'  -> ' + ('PASS' if passed else 'FAIL') + ' (target: >= 20% saved, gap <= 0.002)' if strategy == 'Random' else ''}")
-    if ("Hyperband", "Off") in results:
-        hb = ("Hyperband", "Off")
-        print(f"  Hyperband (MinResource 1, MaxResource {results[hb][0].records[0].hyperparameters['num_round']}): "
-              f"mean best {mean_best(hb):.5f}, rounds -{1 - total(hb, 'rounds') / total(('Random', 'Off'), 'rounds'):.1%} "
-              f"vs Random/Off")
+            line += f"  -> {'PASS' if ok_stop else 'FAIL'} (target: >= 20% time saved, gap <= 0.002)"
+        print(line)
+    hb = ("Hyperband", "Off")
+    if hb in results:
+        saved = 1 - total(hb, "rounds") / total(("Random", "Off"), "rounds")
+        print(f"  Hyperband (MinResource 1, MaxResource = num_round): mean best {mean_best(hb):.5f}, "
+              f"rounds -{saved:.1%} vs Random/Off")
     print(f"\n  total wall time {elapsed:.0f}s")
     return 0 if ok_bayes and ok_stop else 1
 

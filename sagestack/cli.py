@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -27,6 +28,14 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--tls", action="store_true", help="serve HTTPS (self-signed CA in the data dir)")
     server.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain to serve")
     server.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    server.add_argument("--s3-endpoint", default=os.environ.get("SAGESTACK_S3_ENDPOINT"),
+                        help="external mode: keep buckets and objects in this S3-compatible endpoint")
+    server.add_argument("--s3-access-key", default=os.environ.get("SAGESTACK_S3_ACCESS_KEY"),
+                        help="access key for --s3-endpoint (default: $SAGESTACK_S3_ACCESS_KEY)")
+    server.add_argument("--s3-secret-key", default=os.environ.get("SAGESTACK_S3_SECRET_KEY"),
+                        help="secret key for --s3-endpoint (default: $SAGESTACK_S3_SECRET_KEY; prefer the "
+                             "variable: arguments are visible to other users)")
+    server.add_argument("--s3-ca-bundle", type=Path, default=None, help="CA bundle for an HTTPS --s3-endpoint")
 
     env = commands.add_parser("env", help="print export lines that point AWS clients at the server")
     env.add_argument("--data-dir", type=Path, default=None)
@@ -48,6 +57,10 @@ def _server(args: argparse.Namespace) -> int:
         tls=args.tls or args.tls_cert is not None,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        s3_endpoint=args.s3_endpoint,
+        s3_access_key=args.s3_access_key,
+        s3_secret_key=args.s3_secret_key,
+        s3_ca_bundle=args.s3_ca_bundle,
     )
     serve(settings)
     return 0

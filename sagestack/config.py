@@ -26,6 +26,13 @@ class Settings:
     tls: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: External mode: keep buckets and objects in this S3-compatible endpoint instead of the data dir.
+    s3_endpoint: str | None = None
+    #: Its credentials; None falls back to boto3's usual chain (AWS_ACCESS_KEY_ID...).
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    #: CA bundle to verify an HTTPS endpoint with (default: the system's).
+    s3_ca_bundle: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).resolve()

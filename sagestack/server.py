@@ -21,7 +21,8 @@ from sagestack.control.transform import TransformController
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
-from sagestack.storage import LocalObjectStore
+from sagestack.storage import LocalObjectStore, ObjectStore
+from sagestack.storage.external import ExternalObjectStore
 from sagestack.tls import ensure_certificate
 
 log = logging.getLogger("sagestack")
@@ -43,7 +44,7 @@ def prepare(settings: Settings) -> Platform:
         seed(db)
     platform = Platform(settings=settings, db=db, account_id=account_id,
                         credentials=CredentialStore(db, account_id))
-    platform.parts["storage"] = _object_store(settings, db)
+    platform.parts["storage"] = _object_store(settings, db, account_id)
     training = TrainingController(platform)
     ended = training.recover()
     if ended:
@@ -56,8 +57,16 @@ def prepare(settings: Settings) -> Platform:
     return platform
 
 
-def _object_store(settings: Settings, db: Database) -> LocalObjectStore:
-    """The embedded store; blobs left by a crash (temp files, unreferenced blobs) go first."""
+def _object_store(settings: Settings, db: Database, account_id: str) -> ObjectStore:
+    """The embedded store (blobs left by a crash go first), or an external one with --s3-endpoint."""
+    if settings.s3_endpoint:
+        external = ExternalObjectStore(
+            settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.region, account_id,
+            settings.objects_dir, verify=str(settings.s3_ca_bundle) if settings.s3_ca_bundle else None,
+        )
+        external.recover()
+        log.info("object store: external, at %s", settings.s3_endpoint)
+        return external
     store = LocalObjectStore(db, settings.objects_dir)
     report = store.recover()
     if report.temp_files_removed or report.orphan_blobs_removed:
@@ -118,6 +127,9 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         log_level="warning",
         timeout_keep_alive=75,
+        # An idle keep-alive TLS client that never answers close_notify would otherwise hold a
+        # graceful stop for asyncio's 30 s SSL shutdown timeout (unfinished uploads are crash-safe).
+        timeout_graceful_shutdown=5,
         server_header=False,
         **ssl_kwargs,
     )

@@ -2,10 +2,9 @@
 
 SageMaker's algorithm containers sort failures into three kinds: the user's
 fault (bad hyperparameter, channel or data), the algorithm's (a bug or an
-unexpected library failure) and the platform's (a broken environment). The
-kind decides nothing about the exit code (always non-zero) but it does decide
-what the failure file says: a user error is explained by its message alone,
-the other two keep the traceback for whoever debugs them.
+unexpected library failure) and the platform's (a broken environment). All
+of them exit non-zero with their message in ``output/failure``; only an
+unexpected exception (a bug) adds its traceback there, after the message.
 """
 
 from __future__ import annotations
@@ -50,17 +49,20 @@ class PlatformError(BaseToolkitError):
     """The instance environment (config files, tracker address...) is broken."""
 
 
+class PeerError(BaseToolkitError):
+    """Another instance of the same job failed, so this one stops too (the other reports why)."""
+
+
 def failure_text(exc: BaseException) -> str:
     """What goes into ``output/failure`` for ``exc``.
 
     The message comes first so that it survives the 1024-character cut; a
-    traceback follows only for non-user errors, where it helps debugging.
+    traceback follows only for unexpected exceptions, where it helps debugging.
     """
-    if isinstance(exc, UserError):
+    if isinstance(exc, BaseToolkitError):
         return exc.message
-    message = exc.message if isinstance(exc, BaseToolkitError) else f"{type(exc).__name__}: {exc}"
     trace = "".join(traceback.format_exception(exc))
-    return f"{message}\n\n{trace}"
+    return f"{type(exc).__name__}: {exc}\n\n{trace}"
 
 
 def write_failure(opt_ml: Path, exc: BaseException) -> None:

@@ -72,6 +72,11 @@ class Gateway:
         except Exception:
             errlog.exception("request %s failed", call.request_id)
             response = self._error_response(call, internal_error(call.request_id))
+        stream = call.request.stream
+        if stream is not None and not stream.finished:
+            # Answered before the body was read (an error, or a refused Expect: 100-continue): the
+            # unread bytes would be parsed as the next request, so this connection must end here.
+            response.headers.append(("connection", "close"))
         await _send(send, response, head=call.request.method == "HEAD")
         if log.isEnabledFor(logging.INFO):
             # Path only: query strings can carry presigned credentials.
@@ -252,8 +257,10 @@ class Gateway:
         elif signed.session_token:
             raise sigv4.AuthFailure(sigv4.AuthFailureKind.BAD_TOKEN, "unexpected session token")
         payload_hash = None if streaming else hashlib.sha256(request.body).hexdigest()
+        # SigV2 signs the resource as /bucket/key even for virtual-host requests; SigV4 signs the path as sent.
+        path = request.raw_path if signed.version == 2 else _signed_path(request)
         signing_key = sigv4.verify(
-            signed, request.method, _signed_path(request), request.query_string, request.headers,
+            signed, request.method, path, request.query_string, request.headers,
             credential.secret_access_key, now, self._family(call), payload_hash=payload_hash,
         )
         if payload_hash is not None:

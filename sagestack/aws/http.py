@@ -73,6 +73,11 @@ class BodyStream:
         self.trailers: dict[str, str] = {}
         self._done = False
 
+    @property
+    def finished(self) -> bool:
+        """Whether the whole body was received (an early error response leaves it unread)."""
+        return self._done
+
     async def chunks(self) -> AsyncIterator[bytes]:
         while not self._done:
             message = await self._receive()

@@ -68,11 +68,11 @@ def _read_lines(path: Path) -> Iterator[dict[str, Any]]:
 
 # ------------------------------------------------------------------ system metrics
 
-_FILE_CACHE: OrderedDict[tuple[str, int, int], dict[Key, tuple[list[float], list[float]]]] = OrderedDict()
-_FILE_CACHE_MAX = 4000
+_FILE_CACHE: OrderedDict[tuple[str, int, int], dict[Key, tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+_FILE_CACHE_MAX = 4000  # files, i.e. minutes of one node (a few KB of arrays each)
 
 
-def _parse_system_file(path: Path) -> dict[Key, tuple[list[float], list[float]]]:
+def _parse_system_file(path: Path) -> dict[Key, tuple[np.ndarray, np.ndarray]]:
     try:
         st = path.stat()
     except OSError:
@@ -81,7 +81,7 @@ def _parse_system_file(path: Path) -> dict[Key, tuple[list[float], list[float]]]
     if ck in _FILE_CACHE:
         _FILE_CACHE.move_to_end(ck)
         return _FILE_CACHE[ck]
-    out: dict[Key, tuple[list[float], list[float]]] = {}
+    lists: dict[Key, tuple[list[float], list[float]]] = {}
     for rec in _read_lines(path):
         try:
             key = (str(rec.get("NodeId", "algo-1")), str(rec["Type"]), str(rec.get("Name") or ""),
@@ -89,9 +89,11 @@ def _parse_system_file(path: Path) -> dict[Key, tuple[list[float], list[float]]]
             t, v = float(rec["Timestamp"]), float(rec["Value"])
         except (KeyError, TypeError, ValueError):
             continue
-        ts, vs = out.setdefault(key, ([], []))
+        ts, vs = lists.setdefault(key, ([], []))
         ts.append(t)
         vs.append(v)
+    # Arrays, not lists: a cached minute then costs 16 bytes per record.
+    out = {k: (np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)) for k, (ts, vs) in lists.items()}
     _FILE_CACHE[ck] = out
     while len(_FILE_CACHE) > _FILE_CACHE_MAX:
         _FILE_CACHE.popitem(last=False)
@@ -109,17 +111,17 @@ class SystemMetrics:
         if profiler_dir is None:
             return cls({})
         root = Path(profiler_dir) / "system" / "incremental"
-        merged: dict[Key, tuple[list[float], list[float]]] = {}
+        merged: dict[Key, tuple[list[np.ndarray], list[np.ndarray]]] = {}
         for path in sorted(root.glob("*/*.json")) if root.is_dir() else []:
             if path.name.startswith("."):
                 continue
             for key, (ts, vs) in _parse_system_file(path).items():
                 mt, mv = merged.setdefault(key, ([], []))
-                mt.extend(ts)
-                mv.extend(vs)
+                mt.append(ts)
+                mv.append(vs)
         series = {}
         for key, (ts, vs) in merged.items():
-            t, v = np.asarray(ts, dtype=np.float64), np.asarray(vs, dtype=np.float64)
+            t, v = np.concatenate(ts), np.concatenate(vs)
             order = np.argsort(t, kind="stable")
             series[key] = Series(t[order], v[order])
         return cls(series)
@@ -309,12 +311,16 @@ class DebugData:
     def labels(self) -> np.ndarray | None:
         return self._npz("labels/labels.npz", "labels") if self.steps("labels") else None
 
+    def trees_at(self, step: int) -> list[dict[str, Any]]:
+        """Trees added since the previous trees save (xgboost JSON dump of each)."""
+        return (self._json(f"trees/step-{step:06d}.json") or {}).get("trees") or []
+
     def trees_until(self, step: int) -> list[dict[str, Any]]:
         trees: list[dict[str, Any]] = []
         for s in self.steps("trees"):
             if s > step:
                 break
-            trees.extend((self._json(f"trees/step-{s:06d}.json") or {}).get("trees") or [])
+            trees.extend(self.trees_at(s))
         return trees
 
     def average_shap(self, step: int) -> dict[str, Any]:
@@ -355,6 +361,7 @@ class JobData:
         self.now = time.time() if now is None else now
         self._system: SystemMetrics | None = None
         self._framework: list[FrameworkEvent] | None = None
+        self._by_name: dict[str, list[FrameworkEvent]] | None = None
         self.cutoff: float | None = None
 
     def until(self, cutoff: float) -> JobData:
@@ -383,7 +390,13 @@ class JobData:
         return DebugData(self.paths.debug_output)
 
     def events(self, name: str) -> list[FrameworkEvent]:
-        return [e for e in self.framework if e.name == name]
+        """Framework events of one name, in start order (grouped once: rules ask many times)."""
+        if self._by_name is None:
+            grouped: dict[str, list[FrameworkEvent]] = {}
+            for e in self.framework:
+                grouped.setdefault(e.name, []).append(e)
+            self._by_name = grouped
+        return self._by_name.get(name, [])
 
     @property
     def job_start(self) -> float | None:

@@ -61,8 +61,8 @@ always saved too, so reports show the final model. Layout under
     predictions/step-000010.npz     ``predictions``: model output on the validation set
                                     (training set when there is none; see meta.json)
     labels/labels.npz               ``labels`` of that set (constant, written once)
-    trees/step-000010.json          {"step": 10, "first_tree": 0, "trees": [<xgboost JSON dump>...]}
-                                    trees added since the previous trees save
+    trees/step-000010.json          {"step": 10, "first_tree": 0, "first_round": 0,
+                                    "trees": [<xgboost JSON dump>...]}: trees added since the previous save
     average_shap/step-000010.json   {"step": 10, "mean": {...}, "mean_abs": {...}} over <= 1000 training rows
     full_shap/step-000010.npz       ``contributions`` of those rows, ``features``
 
@@ -419,6 +419,7 @@ class DebugCollector(TrainingCallback):
         self._writer = writer
         self._saved: set[str] = set()  # write-once collections already written
         self._trees_done = 0
+        self._rounds_done = 0
         self._last: tuple[int, Any] | None = None
         self._last_saved: int | None = None
         self._shap_rows: xgb.DMatrix | None = None
@@ -517,23 +518,48 @@ class DebugCollector(TrainingCallback):
     def _save_trees(self, model: xgb.Booster, step: int, evals_log: Any) -> bool:
         if self._hp.get("booster", "gbtree") not in ("gbtree", "dart"):
             return False
-        dump = model.get_dump(dump_format="json", with_stats=True)
-        new = [json.loads(t) for t in dump[self._trees_done:]]
+        # Dump only the rounds added since the last save: dumping the whole model every time is
+        # quadratic in the number of rounds. Slicing a booster copies just those trees (in C).
+        rounds = model.num_boosted_rounds()
+        if rounds <= self._rounds_done:
+            return False
+        try:
+            part = model[self._rounds_done:rounds] if self._rounds_done else model
+            dump = part.get_dump(dump_format="json", with_stats=True)
+        except (xgb.core.XGBoostError, ValueError):  # a booster that cannot be sliced: dump all of it
+            dump = model.get_dump(dump_format="json", with_stats=True)[self._trees_done:]
+        new = [json.loads(t) for t in dump]
         _write_json(self.out_dir / "trees" / _step_name(step, "json"),
-                    {"step": step, "first_tree": self._trees_done, "trees": new})
-        self._trees_done = len(dump)
+                    {"step": step, "first_tree": self._trees_done, "first_round": self._rounds_done,
+                     "trees": new})
+        self._trees_done += len(new)
+        self._rounds_done = rounds
         return True
 
     def _shap(self, model: xgb.Booster) -> tuple[np.ndarray, list[str]] | None:
         if self._dtrain is None:
             return None
         if self._shap_rows is None:
-            n = self._dtrain.num_row()
-            rows = np.linspace(0, n - 1, num=min(n, SHAP_ROWS)).astype(np.int64)
-            self._shap_rows = self._dtrain.slice(rows)
+            self._shap_rows = self._shap_sample(self._dtrain)
+            if self._shap_rows is None:
+                self._dtrain = None  # do not try again at every save step
+                return None
         contrib = model.predict(self._shap_rows, pred_contribs=True)
         names = list(self._dtrain.feature_names or [f"f{i}" for i in range(self._dtrain.num_col())])
         return contrib, [*names, "bias"]
+
+    @staticmethod
+    def _shap_sample(dtrain: xgb.DMatrix) -> xgb.DMatrix | None:
+        """At most SHAP_ROWS evenly spread training rows: SHAP values cost O(rows x trees x depth)."""
+        n = dtrain.num_row()
+        rows = np.linspace(0, n - 1, num=min(n, SHAP_ROWS)).astype(np.int64)
+        try:
+            return dtrain.slice(rows)
+        except xgb.core.XGBoostError:  # QuantileDMatrix cannot be sliced
+            if n <= 10 * SHAP_ROWS:
+                return dtrain
+            log.warning("SHAP collections skipped: the training matrix (%d rows) cannot be sampled", n)
+            return None
 
     def _save_average_shap(self, model: xgb.Booster, step: int, evals_log: Any) -> bool:
         got = self._shap(model)

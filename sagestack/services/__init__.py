@@ -31,6 +31,7 @@ SERVICE_MODULES = [
     "sagestack.services.iam",
     "sagestack.services.logs",
     "sagestack.services.cloudwatch",
+    "sagestack.services.s3",
     "sagestack.services.sagemaker",
     "sagestack.services.sagemaker_runtime",
 ]

@@ -7,6 +7,7 @@ hands the whole list back to every new :class:`~sagestack.tuning.tuner.Tuner`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +48,8 @@ class TrialRecord:
 
     @property
     def ranked(self) -> bool:
-        """True when the job may be the best one: it ended normally and has an objective."""
-        return self.status in RANKED_STATUSES and self.objective is not None
+        """True when the job may be the best one: it ended normally with a finite objective."""
+        return self.status in RANKED_STATUSES and self.objective is not None and math.isfinite(self.objective)
 
     @classmethod
     def coerce(cls, value: TrialRecord | Mapping[str, Any]) -> TrialRecord:

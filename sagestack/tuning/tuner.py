@@ -12,10 +12,11 @@ The contract with the platform, per reconcile pass::
     for index, reason in tuner.stop_decisions().items(): stop that training job
     done = tuner.is_complete()
     if not done:
-        for hp in tuner.next_trials(tuner.slots()):
+        for k, hp in enumerate(tuner.next_trials(tuner.slots())):
             persist TrialRecord(index=tuner.next_index + k, hyperparameters=hp, status="Pending")
             ... then launch it
     elif done.stop_running: stop the running jobs
+    if tuner.finished: mark the tuning job Completed
     best = tuner.best()
 """
 
@@ -89,10 +90,13 @@ def parse_request(request: Mapping[str, Any],
     if strategy not in STRATEGIES:
         errors.append(f"Strategy '{strategy}' is not one of {', '.join(STRATEGIES)}.")
     metric, maximize = _objective(config, definition, errors)
-    space, range_errors = parse_ranges(config.get("ParameterRanges") or definition.get("HyperParameterRanges"))
+    ranges = config.get("ParameterRanges") or definition.get("HyperParameterRanges")
+    space, range_errors = parse_ranges(ranges)
     errors += range_errors
     static = {str(k): str(v) for k, v in (definition.get("StaticHyperParameters") or {}).items()}
-    inject = _inject_objective(definition, metric) if objective_hyperparameter is None else objective_hyperparameter
+    inject = objective_hyperparameter
+    if inject is None:
+        inject = _inject_objective(definition, metric)
     errors += _static_problems(space, static, inject)
     max_jobs, max_parallel = _limits(config, strategy, space, errors)
     early_stopping = str(config.get("TrainingJobEarlyStoppingType") or "Off")
@@ -128,7 +132,8 @@ def _definition(request: Mapping[str, Any], errors: list[str]) -> Mapping[str, A
     return {}
 
 
-def _objective(config: Mapping[str, Any], definition: Mapping[str, Any], errors: list[str]) -> tuple[str, bool]:
+def _objective(config: Mapping[str, Any], definition: Mapping[str, Any],
+               errors: list[str]) -> tuple[str, bool]:
     objective = config.get("HyperParameterTuningJobObjective") or definition.get("TuningObjective") or {}
     metric, kind = str(objective.get("MetricName") or ""), str(objective.get("Type") or "")
     if not metric:
@@ -163,7 +168,8 @@ def _limits(config: Mapping[str, Any], strategy: str, space: SearchSpace,
     limits = config.get("ResourceLimits") or {}
     parallel = limits.get("MaxParallelTrainingJobs")
     if not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL_TRAINING_JOBS:
-        errors.append(f"MaxParallelTrainingJobs must be an integer between 1 and {MAX_PARALLEL_TRAINING_JOBS}.")
+        errors.append("MaxParallelTrainingJobs must be an integer between 1 and "
+                      f"{MAX_PARALLEL_TRAINING_JOBS}.")
         parallel = 1
     runtime = limits.get("MaxRuntimeInSeconds")
     if runtime is not None and not RUNTIME_SECONDS[0] <= runtime <= RUNTIME_SECONDS[1]:
@@ -215,8 +221,9 @@ def _hyperband(config: Mapping[str, Any], strategy: str, early_stopping: str, st
     if high is None:
         high = _epochs_from_static(static)
         if high is None:
-            errors.append("Hyperband could not infer MaxResource: specify HyperbandStrategyConfig.MaxResource "
-                          f"or one of the static hyperparameters {', '.join(EPOCH_KEYS)}.")
+            errors.append("Hyperband could not infer MaxResource: specify "
+                          "HyperbandStrategyConfig.MaxResource or one of the static hyperparameters "
+                          f"{', '.join(EPOCH_KEYS)}.")
             return None
     return _hyperband_schedule(low, high, errors)
 
@@ -243,7 +250,8 @@ def _hyperband_schedule(low: Any, high: Any, errors: list[str]) -> HyperbandSche
     return None
 
 
-def _seed_criteria_warm_start_problems(config: Mapping[str, Any], warm_start: Mapping[str, Any] | None) -> list[str]:
+def _seed_criteria_warm_start_problems(config: Mapping[str, Any],
+                                       warm_start: Mapping[str, Any] | None) -> list[str]:
     problems: list[str] = []
     seed = config.get("RandomSeed")
     if seed is not None and (not isinstance(seed, int) or seed < 0):
@@ -324,6 +332,11 @@ class Tuner:
     def running(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.running]
 
+    @property
+    def finished(self) -> bool:
+        """The tuning job is over: complete, and no training job is still running."""
+        return self.is_complete() is not None and not self.running()
+
     def tuned(self, hyperparameters: Mapping[str, str]) -> dict[str, str]:
         """The tuned subset of a job's hyperparameters (``TunedHyperParameters``)."""
         return {n: hyperparameters[n] for n in self.config.space.names if n in hyperparameters}
@@ -391,8 +404,13 @@ class Tuner:
 
     # -- completion and ranking ---------------------------------------------------------
 
-    def is_complete(self, trials: Sequence[TrialRecord | Mapping[str, Any]] | None = None) -> Completion | None:
-        """Why the tuning job launches nothing more, or None. See :mod:`completion`."""
+    def is_complete(self,
+                    trials: Sequence[TrialRecord | Mapping[str, Any]] | None = None) -> Completion | None:
+        """Why the tuning job launches nothing more, or None. See :mod:`completion`.
+
+        Not yet the end: the job is over when :attr:`finished` (running jobs ended, or
+        were stopped because ``stop_running``).
+        """
         records = self.trials if trials is None else coerce_all(trials)
         return check_completion(self.config.criteria, records, self.config.max_jobs, self.maximize)
 

@@ -14,9 +14,11 @@ A channel directory may hold any number of files in nested directories; they
 are read in sorted path order. Hidden files are refused and files whose names
 start with ``_`` (``_SUCCESS`` markers) are skipped, as SageMaker does.
 
-Readers parse with C code (pandas, numpy) and make one pass per file; only
-when a file turns out to be malformed do they rescan it line by line in Python
-to name the offending line in the error.
+Readers parse with C code (pandas, numpy), never a Python loop per line, and
+keep one copy of the data (CSV files are first scanned for their line count
+so that all of them are parsed into a single preallocated array). Only when a
+file turns out to be malformed is it rescanned line by line in Python, to name
+the offending line in the error.
 """
 
 from __future__ import annotations
@@ -228,37 +230,35 @@ _NA_STRINGS = frozenset(
 
 
 def sniff_delimiter(files: list[Path]) -> str:
-    """The delimiter of the first line of the first file, as SageMaker determines it."""
-    first = ""
-    with files[0].open("r", errors="ignore") as fh:
-        for line in fh:
-            if line.strip():
-                first = line
-                break
+    """The delimiter of the first non-blank line of the files, as SageMaker determines it."""
+    first = next((line for path in files for line in _lines(path) if line.strip()), "")
     try:
         delimiter = csv.Sniffer().sniff(first, delimiters=",;\t| ").delimiter
     except csv.Error as exc:
-        # One column (a label and no feature) has no delimiter to find.
-        if not any(c in first for c in ",;\t| ") and first.strip():
-            delimiter = ","
-        else:
+        # One column (a label and no feature) has no delimiter to find, nor has no data.
+        if any(c in first for c in ",;\t| "):
             raise UserError(f"Could not determine delimiter on line {first[:50]}:\n{exc}") from exc
+        delimiter = ","
     log.info("Determined delimiter of CSV input is '%s'", delimiter)
     return delimiter
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with path.open("r", errors="ignore") as fh:
+        yield from fh
 
 
 def _csv_error(path: Path, root: Path, delimiter: str, exc: BaseException) -> UserError:
     """Find the line pandas could not parse (slow, error path only)."""
     width = None
-    with path.open("r", errors="replace") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            fields = line.split() if delimiter == " " else line.rstrip("\r\n").split(delimiter)
-            width = width or len(fields)
-            problem = _csv_line_problem(fields, width)
-            if problem:
-                return _format_error(CSV, path, root, number, line, problem)
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        fields = line.split() if delimiter == " " else line.rstrip("\r\n").split(delimiter)
+        width = width or len(fields)
+        problem = _csv_line_problem(fields, width)
+        if problem:
+            return _format_error(CSV, path, root, number, line, problem)
     return _load_error(CSV, path, root, exc)
 
 
