@@ -111,6 +111,7 @@ def _record_address(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("sagestack.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     platform = prepare(settings)
     ssl_kwargs: dict[str, Any] = {}
     if settings.tls:

@@ -33,6 +33,7 @@ from typing import Any
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.control.debugging import JobDebugger
 from sagestack.control.inputs import check_output_bucket, resolve_source
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
@@ -138,8 +139,10 @@ class TrainingController:
     # ------------------------------------------------------------ the run
     def _run(self, run: _Run) -> None:
         status, reason, secondary = "Completed", None, "Completed"
+        debugger: JobDebugger | None = None
         try:
             job = self._load(run.name)
+            debugger = JobDebugger(self.db, self.store, job, self.jobs_dir / job.name)
             algorithm = resolve_image(job.request["AlgorithmSpecification"]["TrainingImage"])
             assert algorithm is not None  # checked by CreateTrainingJob
             hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
@@ -149,9 +152,9 @@ class TrainingController:
             self._check_stop(run)
             self._advance(run.name, "Training", "Training image download completed. Training in progress.",
                           training_start=True)
-            self._train(run, job, hosts, algorithm.train_module)
+            self._train(run, job, hosts, algorithm.train_module, debugger)
             self._advance(run.name, "Uploading", "Uploading generated training model")
-            artifacts = self._upload(job, hosts[0])
+            artifacts = self._upload(job, hosts)
             self._update(run.name, model_artifacts=artifacts)
         except JobEnded as ended:
             status, reason, secondary = ended.status, ended.reason, ended.secondary
@@ -161,6 +164,11 @@ class TrainingController:
             log.exception("training job %s failed inside sagestack", run.name)
             status, reason, secondary = "Failed", f"InternalServerError: {type(exc).__name__}: {exc}", "Failed"
         finally:
+            if debugger is not None:
+                try:
+                    debugger.finish(status)
+                except Exception:
+                    log.exception("debugger of %s failed", run.name)
             self._finish(run, status, reason, secondary)
 
     def _check_stop(self, run: _Run) -> None:
@@ -201,9 +209,9 @@ class TrainingController:
             files.fetch(self.store, info, dest / relative)
 
     # ------------------------------------------------------------ Training
-    def _train(self, run: _Run, job: TrainingJob, hosts: list[str], module: str) -> None:
+    def _train(self, run: _Run, job: TrainingJob, hosts: list[str], module: str, debugger: JobDebugger) -> None:
         epoch = int(time.time())
-        tracker_port = _free_port() if len(hosts) > 1 else None
+        tracker_port = _free_port_pair() if len(hosts) > 1 else None
         metrics = _MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []))
         for host in hosts:
             stream = f"{job.name}/{host}-{epoch}"
@@ -211,11 +219,13 @@ class TrainingController:
             spec = InstanceSpec(
                 name=f"{job.name}/{host}",
                 argv=[sys.executable, "-m", module],
-                env=self._instance_env(job, host, tracker_port),
+                env={**self._instance_env(job, host, tracker_port), **debugger.env()},
                 cwd=self.jobs_dir / job.name / host,
                 on_output=self._sink(job.name, stream, metrics if host == hosts[0] else None),
             )
             run.instances.append(self.backend.start(spec))
+        pairs = zip(hosts, run.instances, strict=True)
+        debugger.start([(host, lambda i=instance: [i.pid]) for host, instance in pairs])
         self._wait(run, job, hosts)
 
     def _instance_env(self, job: TrainingJob, host: str, tracker_port: int | None) -> dict[str, str]:
@@ -301,17 +311,18 @@ class TrainingController:
                 f"See the log stream {job.name}/{host}-* in {LOG_GROUP}.")
 
     # ------------------------------------------------------------ Uploading
-    def _upload(self, job: TrainingJob, master: str) -> str:
+    def _upload(self, job: TrainingJob, hosts: list[str]) -> str:
         output = job.request["OutputDataConfig"]
         bucket, prefix = files.parse_s3_uri(output["S3OutputPath"])
         base = f"{prefix.rstrip('/')}/{job.name}/output" if prefix.strip("/") else f"{job.name}/output"
-        opt_ml = self.jobs_dir / job.name / master
+        opt_ml = self.jobs_dir / job.name / hosts[0]
         model_key = f"{base}/model.tar.gz"
-        _tar(opt_ml / "model", opt_ml / "model.tar.gz")
+        # Like SageMaker, every host's model/ goes into the one archive (the master may not be algo-1).
+        _tar([self.jobs_dir / job.name / host / "model" for host in hosts], opt_ml / "model.tar.gz")
         files.upload(self.store, opt_ml / "model.tar.gz", bucket, model_key, "application/x-tar")
         data_dir = opt_ml / "output" / "data"
         if any(data_dir.iterdir()):
-            _tar(data_dir, opt_ml / "output.tar.gz")
+            _tar([data_dir], opt_ml / "output.tar.gz")
             files.upload(self.store, opt_ml / "output.tar.gz", bucket, f"{base}/output.tar.gz",
                          "application/x-tar")
         return f"s3://{bucket}/{model_key}"
@@ -429,14 +440,28 @@ def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value))
 
 
-def _tar(source: Path, target: Path) -> None:
-    """``model.tar.gz`` holds the directory's files at its root, as SageMaker packs them."""
+def _tar(sources: list[Path], target: Path) -> None:
+    """``model.tar.gz`` holds the directories' files at its root, as SageMaker packs them."""
+    seen: set[str] = set()
     with tarfile.open(target, "w:gz", compresslevel=6) as archive:
-        for path in sorted(source.rglob("*")):
-            archive.add(path, arcname=path.relative_to(source).as_posix(), recursive=False)
+        for source in sources:
+            for path in sorted(source.rglob("*")) if source.is_dir() else []:
+                name = path.relative_to(source).as_posix()
+                if name not in seen:
+                    seen.add(name)
+                    archive.add(path, arcname=name, recursive=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_port_pair() -> int:
+    """A port P with P+1 free too: the collective's tracker may need a second round on P+1."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            try:
+                with socket.socket() as second:
+                    second.bind(("127.0.0.1", port + 1))
+                    return port
+            except OSError:
+                continue
+    raise RuntimeError("no pair of free loopback ports")

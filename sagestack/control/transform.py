@@ -140,7 +140,11 @@ class TransformController:
             queue.put_nowait(item)
         concurrency = max(1, min(request["MaxConcurrentTransforms"], len(sources)))
         workers = [self._worker(run, request, queue, run.servers[i % len(run.servers)]) for i in range(concurrency)]
-        await asyncio.gather(*workers)
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for server in run.servers:
+                server.pool.close()  # on this loop, before asyncio.run closes it
 
     async def _worker(self, run: _Run, request: dict[str, Any], queue: asyncio.Queue[tuple[Any, str]],
                       server: ModelServer) -> None:

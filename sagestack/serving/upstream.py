@@ -30,6 +30,8 @@ class UpstreamPool:
         self.max_idle = max_idle
         self.timeout = timeout
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        #: The loop the connections belong to; they may only be closed from it.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
@@ -68,6 +70,7 @@ class UpstreamPool:
             if not writer.is_closing() and not reader.at_eof():
                 return reader, writer
             writer.close()
+        self._loop = asyncio.get_running_loop()
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=2**22)
         sock = writer.get_extra_info("socket")
         if sock is not None:
@@ -75,9 +78,24 @@ class UpstreamPool:
         return reader, writer
 
     def close(self) -> None:
-        for _, writer in self._idle:
-            writer.close()
-        self._idle.clear()
+        """Drop idle connections; safe from any thread (transports are closed on their own loop)."""
+        idle, self._idle = self._idle, []
+        loop = self._loop
+        if not idle or loop is None or loop.is_closed():
+            return  # a closed loop already let go of its sockets
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            _close_all(idle)
+        else:
+            loop.call_soon_threadsafe(_close_all, idle)
+
+
+def _close_all(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
+    for _, writer in connections:
+        writer.close()
 
 
 async def _read_response(reader: asyncio.StreamReader) -> tuple[UpstreamResponse, bool]:

@@ -73,10 +73,15 @@ def upload(store: ObjectStore, path: Path, bucket: str, key: str,
     return store.put_object(bucket, key, writer, ObjectMeta(content_type=content_type))
 
 
-def upload_tree(store: ObjectStore, root: Path, bucket: str, prefix: str) -> int:
-    """Upload every file below ``root`` under ``prefix`` (keys use '/'); return the count."""
+def upload_tree(store: ObjectStore, root: Path, bucket: str, prefix: str, skip_hidden: bool = False) -> int:
+    """Upload every file below ``root`` under ``prefix`` (keys use '/'); return the count.
+
+    ``skip_hidden`` leaves out dot-files (temporary files still being written).
+    """
     count = 0
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if skip_hidden and any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
         relative = path.relative_to(root).as_posix()
         upload(store, path, bucket, f"{prefix.rstrip('/')}/{relative}" if prefix else relative,
                _content_type(path))

@@ -425,9 +425,12 @@ def train_booster(job: Job, inputs: Inputs, is_master: bool) -> xgb.Booster:
     plan = plan_metrics(config, inputs.validation is not None)
     if plan.native:
         params["eval_metric"] = plan.native
+    started = time.time()
     dtrain, dval = build_matrices(params, inputs)
     evals = [(dtrain, TRAIN)] + ([(dval, VALIDATION)] if dval is not None else [])
-    callbacks: list[xgb.callback.TrainingCallback] = [RoundLogger(is_master)]
+    # Debugger hooks go first so that other callbacks' time stays out of their measurements.
+    callbacks: list[xgb.callback.TrainingCallback] = _debugger_callbacks(job, dtrain, dval, is_master, started)
+    callbacks.append(RoundLogger(is_master))
     if plan.early_stopping_metric:
         log.info(
             "Early stopping on validation-%s after %s rounds without improvement",
@@ -468,6 +471,27 @@ def train_booster(job: Job, inputs: Inputs, is_master: bool) -> xgb.Booster:
         raise
     except Exception as exc:
         raise _xgboost_error(exc) from exc
+
+
+def _debugger_callbacks(job: Job, dtrain: Any, dval: Any, is_master: bool, started: float) -> list[Any]:
+    """SageMaker Debugger/profiler hooks, when the platform asked for them.
+
+    The platform sets ``SAGESTACK_DEBUG_ROOT`` (the job directory shared by all
+    hosts) only for jobs with a DebugHookConfig or an enabled ProfilerConfig.
+    Debug collections come from the master only, so one host writes them.
+    """
+    root = os.environ.get("SAGESTACK_DEBUG_ROOT")
+    if not root:
+        return []
+    from sagestack.debugger.hook import make_callbacks, record_phase
+
+    out_root = Path(root)
+    record_phase(out_root, "Initialization", started, time.time(), host=job.current_host)
+    debug_file, profiler_file = job.paths.config / "debughookconfig.json", job.paths.config / "profilerconfig.json"
+    debug = _read_json(debug_file) if is_master and debug_file.exists() else None
+    profiler = _read_json(profiler_file) if profiler_file.exists() else None
+    raw = _read_json(job.paths.config / "hyperparameters.json", default={})
+    return list(make_callbacks(out_root, debug, profiler, dtrain, dval, raw, host=job.current_host))
 
 
 # ---------------------------------------------------------------- single host and cluster

@@ -3,4 +3,4 @@
 Importing this package registers all of them on ``Base.metadata``.
 """
 
-from sagestack.db.models import hosting, identity, logs, metrics, objects, tags, training, transform  # noqa: F401
+from sagestack.db.models import hosting, identity, logs, metrics, objects, tags, training, transform, tuning  # noqa: F401

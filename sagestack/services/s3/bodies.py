@@ -16,9 +16,34 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 from sagestack.aws.http import BodyStream
+from sagestack.storage import errors
 from sagestack.storage.api import BodyWriter
 
 BATCH_SIZE = 1 << 20
+#: Bodies declared up to this size are received whole and committed in a single thread hop.
+SMALL_BODY = BATCH_SIZE
+
+
+def is_small(stream: BodyStream | bytes) -> bool:
+    if isinstance(stream, bytes | bytearray):
+        return True
+    return stream.declared_length is not None and stream.declared_length <= SMALL_BODY
+
+
+async def read_small(stream: BodyStream | bytes) -> bytes:
+    """The whole body of a request that declared a small one (a body longer than declared is cut off)."""
+    if isinstance(stream, bytes | bytearray):
+        return bytes(stream)
+    limit = stream.declared_length if stream.declared_length is not None else SMALL_BODY
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in stream.chunks():
+        size += len(chunk)
+        if size > limit:
+            # More than the client declared: it cannot be the object it announced.
+            raise errors.incomplete_body(limit, size)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 async def receive_into(stream: BodyStream | bytes, writer: BodyWriter) -> bytes:

@@ -9,6 +9,7 @@ from sagestack.aws.errors import AwsError
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.s3 import tagging
+from sagestack.services.s3.bodies import is_small
 from sagestack.services.s3.common import (
     CHECKSUM_MEMBERS,
     MAX_PART_NUMBER,
@@ -72,6 +73,14 @@ def _commit_part(st: ObjectStore, params: dict[str, Any], writer: BodyWriter, ta
                           expected)
 
 
+def _part_small(st: ObjectStore, params: dict[str, Any], data: bytes, expected: ChecksumExpectations) -> PartInfo:
+    writer = _begin_part(st, params)
+    try:
+        return _commit_part(st, params, writer, data, expected)
+    finally:
+        writer.abort()
+
+
 @operation("s3")
 async def upload_part(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_part_number(params["PartNumber"])
@@ -80,12 +89,17 @@ async def upload_part(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     st = store(ctx)
     if params.get("ExpectedBucketOwner") is not None:
         await run(check_expected_owner, ctx, params)
-    writer = await run(_begin_part, st, params)
-    try:
-        tail, expected = await receive_expected(params.get("Body", b""), writer, params, sent)
-        part = await run(_commit_part, st, params, writer, tail, expected)
-    finally:
-        writer.abort()
+    stream = params.get("Body", b"")
+    if is_small(stream):
+        data, expected = await receive_expected(stream, None, params, sent)
+        part = await run(_part_small, st, params, data, expected)
+    else:
+        writer = await run(_begin_part, st, params)
+        try:
+            tail, expected = await receive_expected(stream, writer, params, sent)
+            part = await run(_commit_part, st, params, writer, tail, expected)
+        finally:
+            writer.abort()
     return {"ETag": part.etag, **checksum_members(part.checksums)}
 
 

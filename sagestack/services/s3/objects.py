@@ -10,7 +10,14 @@ from sagestack.aws.protocols.rest import STATUS_KEY
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.s3 import tagging
-from sagestack.services.s3.bodies import close_chunks, receive_into, send_chunks
+from sagestack.services.s3.bodies import (
+    SMALL_BODY,
+    close_chunks,
+    is_small,
+    read_small,
+    receive_into,
+    send_chunks,
+)
 from sagestack.services.s3.common import (
     MAX_PART_NUMBER,
     apply_response_overrides,
@@ -51,10 +58,20 @@ def _commit_put(st: ObjectStore, params: dict[str, Any], writer: BodyWriter, tai
                          if_match=params.get("IfMatch"), if_none_match=params.get("IfNoneMatch"))
 
 
-async def receive_expected(stream: BodyStream | bytes, writer: BodyWriter, params: dict[str, Any],
+def _put_small(st: ObjectStore, params: dict[str, Any], data: bytes, algorithms: set[str], meta: ObjectMeta,
+               expected: ChecksumExpectations) -> ObjectInfo:
+    writer = st.begin_write(algorithms)
+    try:
+        return _commit_put(st, params, writer, data, meta, expected)
+    finally:
+        writer.abort()
+
+
+async def receive_expected(stream: BodyStream | bytes, writer: BodyWriter | None, params: dict[str, Any],
                            sent: dict[str, str]) -> tuple[bytes, ChecksumExpectations]:
-    """Receive a body; returns its unwritten tail and what the request claimed about it."""
-    tail = await receive_into(stream, writer)
+    """Receive a body; returns its unwritten tail (all of it without a writer: a small body)
+    and what the request claimed about it."""
+    tail = await (receive_into(stream, writer) if writer is not None else read_small(stream))
     trailers = stream.trailers if isinstance(stream, BodyStream) else {}
     declared = stream.declared_length if isinstance(stream, BodyStream) else None
     expected = ChecksumExpectations(params.get("ContentMD5"), {**sent, **trailer_checksums(trailers)}, declared)
@@ -71,12 +88,19 @@ async def put_object(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
     st = store(ctx)
     if params.get("ExpectedBucketOwner") is not None:
         await run(check_expected_owner, ctx, params)
-    writer = await run(_begin_put, st, params["Bucket"], requested_algorithms(params))
-    try:
-        tail, expected = await receive_expected(params.get("Body", b""), writer, params, sent)
-        info = await run(_commit_put, st, params, writer, tail, meta, expected)
-    finally:
-        writer.abort()  # a no-op once committed; drops the temp file otherwise
+    stream = params.get("Body", b"")
+    algorithms = requested_algorithms(params)
+    if is_small(stream):
+        # Small bodies: no early bucket check and one thread hop for the whole write.
+        data, expected = await receive_expected(stream, None, params, sent)
+        info = await run(_put_small, st, params, data, algorithms, meta, expected)
+    else:
+        writer = await run(_begin_put, st, params["Bucket"], algorithms)
+        try:
+            tail, expected = await receive_expected(stream, writer, params, sent)
+            info = await run(_commit_put, st, params, writer, tail, meta, expected)
+        finally:
+            writer.abort()  # a no-op once committed; drops the temp file otherwise
     if tags is not None:
         await run(tagging.set_object_tags, ctx, info, tags)
     return {"ETag": info.etag, **checksum_members(info.checksums, info.checksum_type)}
@@ -157,10 +181,16 @@ def _read_object(ctx: RequestContext, params: dict[str, Any], with_body: bool) -
     except BaseException:
         close_chunks(body.chunks)
         raise
-    if with_body:
-        result["Body"] = send_chunks(body.chunks)
-    else:
+    if not with_body:
         close_chunks(body.chunks)
+    elif result["ContentLength"] <= SMALL_BODY:
+        # One chunk at most: read it here, in the handler's thread, rather than hop again to stream it.
+        try:
+            result["Body"] = b"".join(body.chunks)
+        finally:
+            close_chunks(body.chunks)
+    else:
+        result["Body"] = send_chunks(body.chunks)
     return result
 
 

@@ -79,16 +79,23 @@ def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
-@operation("sagemaker")
-def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+def checked_training_request(platform: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The request with SageMaker's defaults filled in, or the AwsError CreateTrainingJob would raise."""
     _validate_request(params)
-    name = params["TrainingJobName"]
-    arn = ctx.arn("sagemaker", f"training-job/{name.lower()}")
     request = _with_defaults(params)
-    controller = ctx.platform.parts["training"]
-    controller.check_inputs(request)
+    platform.parts["training"].check_inputs(request)
+    return request
+
+
+def create_training_job_from_request(platform: Any, params: dict[str, Any], tuning_job_name: str | None = None,
+                                     region: str | None = None) -> str:
+    """Create and submit a training job; returns its ARN. Tuning jobs launch their trials through here."""
+    name = params["TrainingJobName"]
+    arn = f"arn:aws:sagemaker:{region or platform.region}:{platform.account_id}:training-job/{name.lower()}"
+    request = checked_training_request(platform, params)
+    request.pop("_TuningJobName", None)
     now = utcnow()
-    with ctx.platform.db.transaction() as session:
+    with platform.db.transaction() as session:
         if session.get(TrainingJob, name) is not None:
             raise AwsError(
                 "ResourceInUse",
@@ -105,10 +112,16 @@ def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             ("Disabled" if profiler.get("DisableProfiler") else "Enabled"),
             debug_rule_statuses=_initial_rule_statuses(request.get("DebugRuleConfigurations"), now),
             profiler_rule_statuses=_initial_rule_statuses(request.get("ProfilerRuleConfigurations"), now),
-            tuning_job_name=params.get("_TuningJobName"),
+            tuning_job_name=tuning_job_name,
         ))
         put_tags(session, arn, params.get("Tags", []))
-    controller.submit(name)
+    platform.parts["training"].submit(name)
+    return arn
+
+
+@operation("sagemaker")
+def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    arn = create_training_job_from_request(ctx.platform, params, params.get("_TuningJobName"), ctx.region)
     return {"TrainingJobArn": arn}
 
 
