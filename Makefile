@@ -17,6 +17,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check sagestack tests bench tools examples
 
 test: $(STAMP) lint
+	bash tools/install_browser.sh
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) tests
 
 unit: $(STAMP)

@@ -18,6 +18,7 @@ from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
 from sagestack.control.training import TrainingController
 from sagestack.control.transform import TransformController
+from sagestack.control.tuning import TuningController
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
@@ -54,6 +55,10 @@ def prepare(settings: Settings) -> Platform:
     transform = TransformController(platform)
     transform.recover()
     platform.parts["transform"] = transform
+    tuning = TuningController(platform)
+    if tuning.recover():
+        log.info("resuming the tuning jobs that were running at the last shutdown")
+    platform.parts["tuning"] = tuning
     return platform
 
 

@@ -7,12 +7,13 @@ service model, handlers by the registry in :mod:`sagestack.services`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -77,7 +78,7 @@ class Gateway:
             # Answered before the body was read (an error, or a refused Expect: 100-continue): the
             # unread bytes would be parsed as the next request, so this connection must end here.
             response.headers.append(("connection", "close"))
-        await _send(send, response, head=call.request.method == "HEAD")
+        await _send(send, response, head=call.request.method == "HEAD", receive=receive)
         if log.isEnabledFor(logging.INFO):
             # Path only: query strings can carry presigned credentials.
             log.info("%s %s %s %s %.1fms", call.request.method, call.request.raw_path, response.status,
@@ -328,7 +329,7 @@ def _body_stream(request: HttpRequest, signed: sigv4.SignedRequest, signing_key:
     return BodyStream(receive, None, None, declared_length)
 
 
-async def _send(send: Any, response: HttpResponse, head: bool) -> None:
+async def _send(send: Any, response: HttpResponse, head: bool, receive: Any = None) -> None:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     body = response.body
     if isinstance(body, bytes | bytearray):
@@ -339,6 +340,32 @@ async def _send(send: Any, response: HttpResponse, head: bool) -> None:
         return
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     if not head:
-        async for chunk in body:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await _stream(send, body, receive)
     await send({"type": "http.response.body", "body": b""})
+
+
+async def _stream(send: Any, body: AsyncIterator[bytes], receive: Any) -> None:
+    """Send a streamed body, and stop producing it once the client has gone.
+
+    The server drops writes to a closed connection silently, so without watching
+    for the disconnect an abandoned 5 GiB download would still be read to the end.
+    """
+    gone = asyncio.Event()
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    watcher = asyncio.create_task(watch()) if receive is not None else None
+    try:
+        async for chunk in body:
+            if gone.is_set():
+                break
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:
+            await aclose()

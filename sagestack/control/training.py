@@ -75,6 +75,8 @@ class _Run:
     name: str
     stop: threading.Event = field(default_factory=threading.Event)
     instances: list[LocalInstance] = field(default_factory=list)
+    #: Why the job was stopped, when a tuning job stopped it (FailureReason and StatusMessage).
+    stop_reason: str | None = None
 
 
 class TrainingController:
@@ -124,10 +126,11 @@ class TrainingController:
             self._runs[name] = run
         threading.Thread(target=self._run, args=(run,), name=f"job:{name}", daemon=True).start()
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str, reason: str | None = None) -> None:
         with self._lock:
             run = self._runs.get(name)
         if run is not None:
+            run.stop_reason = reason
             run.stop.set()
             for instance in run.instances:
                 instance.terminate()
@@ -279,6 +282,8 @@ class TrainingController:
                 host, code = failed[0]
                 raise JobEnded("Failed", self._failure_reason(job, host, code))
             if all(code is not None for code in codes):
+                for instance in run.instances:
+                    instance.wait(5)  # joins the output pump: every metric is delivered before the job ends
                 if run.stop.is_set():
                     raise JobEnded("Stopped", None)
                 return
@@ -357,6 +362,8 @@ class TrainingController:
     def _finish(self, run: _Run, status: str, reason: str | None, secondary: str) -> None:
         now = utcnow()
         messages = {"Completed": "Training job completed", "Stopped": "Training job stopped"}
+        if status == "Stopped" and reason is None:
+            reason = run.stop_reason
         with self.db.transaction() as session:
             job = session.get(TrainingJob, run.name)
             if job is not None and job.status not in _TERMINAL:

@@ -101,4 +101,7 @@ def test_tutorial_workflow_with_sdk_v2(server: ServerProcess, sdk_env: dict[str,
     predictor.delete_model()
     predictor.delete_endpoint(delete_endpoint_config=True)
     sm = server.client("sagemaker")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=predictor.endpoint_name,
+                                           WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     assert not [e for e in sm.list_endpoints()["Endpoints"] if e["EndpointName"] == predictor.endpoint_name]
+    assert not sm.list_models(NameContains=predictor.endpoint_name)["Models"]

@@ -3,4 +3,15 @@
 Importing this package registers all of them on ``Base.metadata``.
 """
 
-from sagestack.db.models import hosting, identity, logs, metrics, objects, tags, training, transform, tuning  # noqa: F401
+from sagestack.db.models import (  # noqa: F401
+    hosting,
+    identity,
+    logs,
+    metrics,
+    notebooks,
+    objects,
+    tags,
+    training,
+    transform,
+    tuning,
+)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 03:53:42.367102
+Create Date: 2026-11-28 04:28:33.370258
 """
 
 from collections.abc import Sequence
@@ -188,6 +188,34 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('name', name=op.f('pk_sm_models')),
     sa.UniqueConstraint('arn', name=op.f('uq_sm_models_arn'))
     )
+    op.create_table('sm_notebook_instances',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('settings', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=32), nullable=False),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('on_create_done', sa.Boolean(), nullable=False),
+    sa.Column('port', sa.Integer(), nullable=True),
+    sa.Column('session_keys', sa.JSON(), nullable=False),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_sm_notebook_instances')),
+    sa.UniqueConstraint('arn', name=op.f('uq_sm_notebook_instances_arn'))
+    )
+    with op.batch_alter_table('sm_notebook_instances', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_sm_notebook_instances_created'), ['created'], unique=False)
+        batch_op.create_index(batch_op.f('ix_sm_notebook_instances_status'), ['status'], unique=False)
+
+    op.create_table('sm_notebook_lifecycle_configs',
+    sa.Column('name', sa.String(length=63), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('on_create', sa.JSON(), nullable=False),
+    sa.Column('on_start', sa.JSON(), nullable=False),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_sm_notebook_lifecycle_configs')),
+    sa.UniqueConstraint('arn', name=op.f('uq_sm_notebook_lifecycle_configs_arn'))
+    )
     op.create_table('sts_sessions',
     sa.Column('access_key_id', sa.String(length=32), nullable=False),
     sa.Column('secret_access_key', sa.String(length=64), nullable=False),
@@ -246,6 +274,41 @@ def upgrade() -> None:
     with op.batch_alter_table('transform_jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_transform_jobs_created'), ['created'], unique=False)
         batch_op.create_index(batch_op.f('ix_transform_jobs_status'), ['status'], unique=False)
+
+    op.create_table('tuning_jobs',
+    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('arn', sa.String(length=256), nullable=False),
+    sa.Column('request', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('failure_reason', sa.Text(), nullable=True),
+    sa.Column('stop_requested', sa.Boolean(), nullable=False),
+    sa.Column('completion_criterion', sa.String(length=64), nullable=True),
+    sa.Column('convergence_time', sagestack.db.base.UtcDateTime(), nullable=True),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.Column('ended', sagestack.db.base.UtcDateTime(), nullable=True),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_tuning_jobs')),
+    sa.UniqueConstraint('arn', name=op.f('uq_tuning_jobs_arn'))
+    )
+    with op.batch_alter_table('tuning_jobs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_tuning_jobs_created'), ['created'], unique=False)
+        batch_op.create_index(batch_op.f('ix_tuning_jobs_status'), ['status'], unique=False)
+
+    op.create_table('tuning_trials',
+    sa.Column('training_job_name', sa.String(length=63), nullable=False),
+    sa.Column('tuning_job_name', sa.String(length=32), nullable=False),
+    sa.Column('trial_index', sa.Integer(), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('hyperparameters', sa.JSON(), nullable=False),
+    sa.Column('intermediate', sa.JSON(), nullable=False),
+    sa.Column('launch_error', sa.Text(), nullable=True),
+    sa.Column('stop_reason', sa.Text(), nullable=True),
+    sa.Column('created', sagestack.db.base.UtcDateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('training_job_name', name=op.f('pk_tuning_trials')),
+    sa.UniqueConstraint('tuning_job_name', 'trial_index', 'attempt', name=op.f('uq_tuning_trials_tuning_job_name'))
+    )
+    with op.batch_alter_table('tuning_trials', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_tuning_trials_tuning_job_name'), ['tuning_job_name'], unique=False)
 
     op.create_table('cw_datapoints',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -425,6 +488,15 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cw_datapoints_metric_time')
 
     op.drop_table('cw_datapoints')
+    with op.batch_alter_table('tuning_trials', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_tuning_trials_tuning_job_name'))
+
+    op.drop_table('tuning_trials')
+    with op.batch_alter_table('tuning_jobs', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_tuning_jobs_status'))
+        batch_op.drop_index(batch_op.f('ix_tuning_jobs_created'))
+
+    op.drop_table('tuning_jobs')
     with op.batch_alter_table('transform_jobs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_transform_jobs_status'))
         batch_op.drop_index(batch_op.f('ix_transform_jobs_created'))
@@ -440,6 +512,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_sts_sessions_expiration'))
 
     op.drop_table('sts_sessions')
+    op.drop_table('sm_notebook_lifecycle_configs')
+    with op.batch_alter_table('sm_notebook_instances', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_sm_notebook_instances_status'))
+        batch_op.drop_index(batch_op.f('ix_sm_notebook_instances_created'))
+
+    op.drop_table('sm_notebook_instances')
     op.drop_table('sm_models')
     with op.batch_alter_table('sm_endpoints', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sm_endpoints_status'))
