@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from sagestack import __version__
 from sagestack.aws.gateway import Gateway
@@ -21,7 +21,10 @@ async def health(_request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok", "version": __version__})
 
 
-def internal_app(on_start: Callable[[], Any], on_stop: Callable[[], Any]) -> Starlette:
+def internal_app(on_start: Callable[[], Any], on_stop: Callable[[], Any],
+                 routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """Health, plus the platform's own routes (``routes``, e.g. the notebook proxy's mount)."""
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await on_start()
@@ -30,7 +33,7 @@ def internal_app(on_start: Callable[[], Any], on_stop: Callable[[], Any]) -> Sta
         finally:
             await on_stop()
 
-    return Starlette(routes=[Route(f"{INTERNAL_PREFIX}/health", health)], lifespan=lifespan)
+    return Starlette(routes=[Route(f"{INTERNAL_PREFIX}/health", health), *routes], lifespan=lifespan)
 
 
 class RootApp:

@@ -9,6 +9,7 @@ import signal
 from typing import Any
 
 import uvicorn
+from starlette.routing import Mount
 
 from sagestack import services
 from sagestack.app import RootApp, internal_app
@@ -16,6 +17,8 @@ from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
+from sagestack.control.notebook_proxy import NotebookProxy
+from sagestack.control.notebooks import PROXY_PREFIX, NotebookController
 from sagestack.control.training import TrainingController
 from sagestack.control.transform import TransformController
 from sagestack.control.tuning import TuningController
@@ -59,6 +62,9 @@ def prepare(settings: Settings) -> Platform:
     if tuning.recover():
         log.info("resuming the tuning jobs that were running at the last shutdown")
     platform.parts["tuning"] = tuning
+    notebooks = NotebookController(platform, server_url=_url(settings))
+    notebooks.recover()  # instances that were up start again once the event loop runs
+    platform.parts["notebooks"] = notebooks
     return platform
 
 
@@ -92,7 +98,9 @@ def build_app(platform: Platform) -> RootApp:
         await platform.stop()
         platform.db.dispose()
 
-    return RootApp(gateway, internal_app(on_start, on_stop))
+    proxy = NotebookProxy(platform)
+    platform.parts["notebook_proxy"] = proxy  # its shutdown() closes the upstream connections
+    return RootApp(gateway, internal_app(on_start, on_stop, [Mount(PROXY_PREFIX, app=proxy)]))
 
 
 def _url(settings: Settings) -> str:

@@ -8,29 +8,22 @@ thread and handed over in batches (log events are cheaper in bulk).
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sagestack.compute.zygote import Zygote, ZygoteChild, _die_with_parent
+
 OutputSink = Callable[[list[tuple[int, str]]], None]
 
-_PR_SET_PDEATHSIG = 1
 _BATCH_SECONDS = 0.2
 _BATCH_LINES = 1000
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL when the server goes away."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -41,22 +34,37 @@ class InstanceSpec:
     env: dict[str, str]
     cwd: Path
     on_output: OutputSink | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    #: Run ``python -m <module> <args>`` forked from a warm zygote with these modules preloaded
+    #: (and ``warm_env`` set before they load), instead of a fresh interpreter.
+    module: str | None = None
+    warm: tuple[str, ...] = ()
+    warm_env: dict[str, str] = field(default_factory=dict)
 
 
 class LocalInstance:
-    def __init__(self, spec: InstanceSpec) -> None:
+    def __init__(self, spec: InstanceSpec, zygote: Zygote | None = None) -> None:
         self.spec = spec
-        self.proc = subprocess.Popen(
-            spec.argv,
-            cwd=spec.cwd,
-            env=spec.env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # only a prctl call between fork and exec
-            start_new_session=True,  # its own process group: stop() reaches grandchildren too
-        )
+        self.proc: subprocess.Popen[bytes] | ZygoteChild
+        if zygote is not None and spec.module is not None:
+            read_fd, write_fd = os.pipe()
+            try:
+                self.proc = zygote.spawn(spec.module, spec.argv[3:], spec.env, str(spec.cwd), write_fd)
+            finally:
+                os.close(write_fd)
+            self._output = os.fdopen(read_fd, "rb")
+        else:
+            self.proc = subprocess.Popen(
+                spec.argv,
+                cwd=spec.cwd,
+                env=spec.env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # only a prctl call between fork and exec
+                start_new_session=True,  # its own process group: stop() reaches grandchildren too
+            )
+            assert self.proc.stdout is not None
+            self._output = self.proc.stdout
         self._pump = threading.Thread(target=self._read_output, name=f"out:{spec.name}", daemon=True)
         self._pump.start()
 
@@ -71,6 +79,8 @@ class LocalInstance:
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            return None
+        if code is None:
             return None
         self._pump.join(timeout=5)  # every line is delivered before the exit is reported
         return code
@@ -90,7 +100,6 @@ class LocalInstance:
 
     def _read_output(self) -> None:
         """Collect lines; a flusher hands them over at least every 0.2 s, even if output stalls."""
-        assert self.proc.stdout is not None
         pending: list[tuple[int, str]] = []
         lock = threading.Lock()
         done = threading.Event()
@@ -108,7 +117,7 @@ class LocalInstance:
 
         timer = threading.Thread(target=flusher, name=f"flush:{self.spec.name}", daemon=True)
         timer.start()
-        for raw in iter(self.proc.stdout.readline, b""):
+        for raw in iter(self._output.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             with lock:
                 pending.append((int(time.time() * 1000), line))
@@ -121,9 +130,38 @@ class LocalInstance:
 
 
 class LocalBackend:
-    """Starts instances as local processes. A Ray backend will offer the same two calls."""
+    """Starts instances as local processes. A Ray backend will offer the same calls.
+
+    Specs that name a ``module`` and ``warm`` modules are forked from a zygote
+    preloaded with them (one zygote per preload set, started on first use).
+    """
 
     name = "local"
 
+    def __init__(self, warm: bool = True) -> None:
+        # Unix socket paths are limited to ~100 bytes: keep them out of deep data dirs.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="sagestack-")) if warm else None
+        self._zygotes: dict[tuple[str, ...], Zygote] = {}
+        self._lock = threading.Lock()
+
     def start(self, spec: InstanceSpec) -> LocalInstance:
-        return LocalInstance(spec)
+        return LocalInstance(spec, self._zygote(spec))
+
+    def prewarm(self, module: str, warm: tuple[str, ...], warm_env: dict[str, str]) -> None:
+        """Start the zygote for ``warm`` now, so that the first instance starts fast too."""
+        probe = InstanceSpec(name="prewarm", argv=[], env={}, cwd=Path("."), module=module, warm=warm,
+                             warm_env=warm_env)
+        zygote = self._zygote(probe)
+        if zygote is not None:
+            zygote.ensure()
+
+    def _zygote(self, spec: InstanceSpec) -> Zygote | None:
+        if self.runtime_dir is None or spec.module is None or not spec.warm:
+            return None
+        key = (*spec.warm, *sorted(f"{k}={v}" for k, v in spec.warm_env.items()))
+        with self._lock:
+            zygote = self._zygotes.get(key)
+            if zygote is None:
+                env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
+                zygote = self._zygotes[key] = Zygote(self.runtime_dir, list(spec.warm), {**env, **spec.warm_env})
+            return zygote

@@ -73,6 +73,22 @@ def test_invalid_bucket_name(s3: Any, name: str) -> None:
     assert error_of(excinfo)[:2] == (400, "InvalidBucketName")
 
 
+def test_explicit_us_east_1_constraint_refused(s3: Any) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        s3.create_bucket(Bucket=unique_bucket(), CreateBucketConfiguration={"LocationConstraint": "us-east-1"})
+    assert error_of(excinfo)[:2] == (400, "InvalidLocationConstraint")
+
+
+def test_key_and_metadata_limits(s3: Any, bucket: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="k" * 1025, Body=b"")
+    assert error_of(excinfo)[:2] == (400, "KeyTooLongError")
+    s3.put_object(Bucket=bucket, Key="k" * 1024, Body=b"")
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="meta", Body=b"", Metadata={"big": "x" * 2100})
+    assert error_of(excinfo)[:2] == (400, "MetadataTooLarge")
+
+
 def test_head_bucket_expected_owner(s3: Any, bucket: str, server: ServerProcess) -> None:
     account = server.client("sts").get_caller_identity()["Account"]
     assert s3.head_bucket(Bucket=bucket, ExpectedBucketOwner=account)

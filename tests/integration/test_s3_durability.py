@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import botocore.auth
+import psutil
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -194,3 +195,26 @@ def test_sigkill_during_concurrent_uploads(fresh_server: ServerProcess) -> None:
     uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     assert [u["UploadId"] for u in uploads] == [upload]
     s3.abort_multipart_upload(Bucket=bucket, Key="never-completed", UploadId=upload)
+
+
+def test_abandoned_download_stops_reading(server: ServerProcess) -> None:
+    """A client that hangs up mid-GET must not leave the server reading the object to the end."""
+    s3 = server.client("s3")
+    bucket = unique_bucket()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="big", Body=b"\0" * (96 * MiB))
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "big"})
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    before = proc.io_counters().read_chars
+    parts = urllib.parse.urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n".encode())
+    received = 0
+    while received < 2 * MiB:
+        received += len(sock.recv(1 << 16))
+    sock.close()
+    time.sleep(1.0)
+    read = proc.io_counters().read_chars - before
+    assert read < 48 * MiB, f"server read {read / MiB:.0f} MiB of a 96 MiB object nobody wanted"
