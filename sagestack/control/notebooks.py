@@ -64,6 +64,7 @@ PROXY_PREFIX = "/_sagestack/notebooks"
 LIFECYCLE_TIMEOUT_SECONDS = 300.0
 READY_TIMEOUT_SECONDS = 120.0
 STOP_GRACE_SECONDS = 10.0
+MEMORY_CHECK_SECONDS = 2.0
 #: Length of the STS sessions handed to kernels; renewed when half is left. botocore refreshes
 #: credential_process credentials 15 minutes before they expire, by then a new file is in place.
 CREDENTIAL_SECONDS = 3600
@@ -82,6 +83,23 @@ def instance_vcpus(instance_type: str) -> int:
         return _SIZE_CPUS[size]
     match = re.fullmatch(r"(\d+)xlarge", size)
     return 4 * int(match.group(1)) if match else 2
+
+
+def instance_memory_mib(instance_type: str) -> int:
+    """Memory of an ml.* type: GiB per vCPU by family (c 2, r 8, others 4; t*.medium has 4 GiB in all)."""
+    family = instance_type.split(".")[1] if instance_type.count(".") >= 2 else "m5"
+    if family.startswith("t") and instance_type.endswith(".medium"):
+        return 4 * 1024
+    per_cpu = {"c": 2, "r": 8}.get(family[0], 4)
+    return instance_vcpus(instance_type) * per_cpu * 1024
+
+
+def memory_victim(rss: dict[int, int], root: int, limit_bytes: int) -> int | None:
+    """Over the limit, the process to kill: the largest one below the Jupyter server (a kernel, a terminal)."""
+    if sum(rss.values()) <= limit_bytes:
+        return None
+    children = {pid: size for pid, size in rss.items() if pid != root}
+    return max(children, key=children.__getitem__) if children else None
 
 
 def lifecycle_reason(config_arn: str, instance_arn: str, timed_out: bool) -> str:
@@ -104,6 +122,7 @@ class Live:
     token: str
     stamp: int
     process: LocalInstance
+    memory_mib: int
 
     @property
     def base_url(self) -> str:
@@ -114,7 +133,7 @@ class Live:
 class _Slot:
     lock: threading.Lock = field(default_factory=threading.Lock)
     live: Live | None = None
-    #: Lifecycle scripts still running (their background children are ended with the instance).
+    #: The lifecycle scripts of the current start (what they left in the background ends with the instance).
     scripts: list[LocalInstance] = field(default_factory=list)
     credential_expiry: datetime | None = None
 
@@ -134,15 +153,16 @@ class NotebookController:
         self.root: Path = self.settings.data_dir / "notebooks"
         self.root.mkdir(parents=True, exist_ok=True)
         # Test knobs (the real limits make timeouts and renewals too slow to watch).
-        self.lifecycle_timeout = float(os.environ.get("SAGESTACK_LIFECYCLE_TIMEOUT_SECONDS",
+        self.lifecycle_timeout = float(os.environ.get("SAGESTACK_NOTEBOOK_LIFECYCLE_TIMEOUT_SECONDS",
                                                       LIFECYCLE_TIMEOUT_SECONDS))
         self.credential_seconds = int(os.environ.get("SAGESTACK_NOTEBOOK_CREDENTIAL_SECONDS", CREDENTIAL_SECONDS))
+        self.memory_override_mib = int(os.environ.get("SAGESTACK_NOTEBOOK_MEMORY_MIB", "0"))
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
         #: Found by recover(), acted on by startup() once the event loop runs.
         self._to_relaunch: list[str] = []
         self._to_delete: list[str] = []
-        self._renewer: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._http = httpx.Client(timeout=2.0)
         # Children die with the *thread* that started them (PR_SET_PDEATHSIG), and start/stop threads
         # are short-lived: every process is started from this one thread, which lives as long as the server.
@@ -187,6 +207,10 @@ class NotebookController:
         with self.db.transaction() as session:
             for row in session.scalars(select(NotebookInstance)):
                 row.port = None
+                if row.session_keys:  # the processes that held them are gone
+                    session.execute(delete(SessionCredential).where(
+                        SessionCredential.access_key_id.in_(row.session_keys)))
+                    row.session_keys = []
                 if row.status in ("Stopping", "Updating"):
                     row.status = "Stopped"
                 elif row.status in ("InService", "Pending"):
@@ -202,12 +226,13 @@ class NotebookController:
             self.delete(name)
         self._to_relaunch.clear()
         self._to_delete.clear()
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_forever())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._renew_forever()), loop.create_task(self._watch_memory_forever())]
 
     async def shutdown(self) -> None:
         """End every Jupyter server; their rows keep saying InService, so the next start brings them back."""
-        if self._renewer is not None:
-            self._renewer.cancel()
+        for task in self._tasks:
+            task.cancel()
         names = [name for name, slot in list(self._slots.items()) if slot.live is not None or slot.scripts]
         await asyncio.gather(*(asyncio.to_thread(self._end_processes, name, 3.0) for name in names))
         self._http.close()
@@ -321,6 +346,7 @@ class NotebookController:
             "AWS_EC2_METADATA_DISABLED": "true",
             "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(runtime / "sagemaker-config.yaml"),
             "SAGESTACK_NOTEBOOK_METADATA_FILE": str(runtime / "resource-metadata.json"),
+            "SAGEMAKER_SUPPRESS_V2_WARNING": "1",  # v2 is what the platform ships on purpose
             "OMP_NUM_THREADS": threads,
             "OPENBLAS_NUM_THREADS": threads,
             "MKL_NUM_THREADS": threads,
@@ -398,6 +424,35 @@ class NotebookController:
         finally:
             slot.lock.release()
 
+    # ------------------------------------------------------------ memory
+    def _memory_limit(self, row: NotebookInstance) -> int:
+        return self.memory_override_mib or instance_memory_mib(row.settings["InstanceType"])
+
+    async def _watch_memory_forever(self) -> None:
+        """The instance type's memory as a limit: over it, the largest kernel dies, as the OOM killer would."""
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_SECONDS)
+            for live in [slot.live for slot in list(self._slots.values()) if slot.live is not None]:
+                await asyncio.to_thread(self._enforce_memory, live)
+
+    def _enforce_memory(self, live: Live) -> None:
+        try:
+            root = psutil.Process(live.process.pid)
+            rss = {p.pid: p.memory_info().rss for p in (root, *root.children(recursive=True))}
+        except psutil.Error:
+            return
+        victim = memory_victim(rss, root.pid, live.memory_mib * 2**20)
+        if victim is None:
+            return
+        try:
+            psutil.Process(victim).kill()
+        except psutil.Error:
+            return
+        message = (f"sagestack: out of memory: process {victim} killed, the instance used "
+                   f"{sum(rss.values()) / 2**20:.0f} MiB of its {live.memory_mib} MiB")
+        log.warning("notebook instance %s: %s", live.name, message)
+        append_events(self.db, LOG_GROUP, f"{live.name}/jupyter.log", [(int(time.time() * 1000), message)])
+
     # ------------------------------------------------------------ lifecycle scripts
     def _lifecycle_config(self, name: str | None) -> NotebookLifecycleConfig | None:
         if not name:
@@ -446,7 +501,7 @@ class NotebookController:
                 on_output=lambda batch, s=stream: append_events(self.db, LOG_GROUP, s, batch),
             ))
             self._limit_cpus(process.pid, row.name, row.settings["InstanceType"])
-            live = Live(row.name, port, token, instance_stamp(row.created), process)
+            live = Live(row.name, port, token, instance_stamp(row.created), process, self._memory_limit(row))
             if self._wait_ready(live):
                 return live
             process.kill()

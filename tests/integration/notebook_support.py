@@ -79,7 +79,7 @@ class Kernel:
             f"{ws_base}api/kernels/{kernel_id}/channels?session_id={self.session_id}",
             additional_headers={"Cookie": f"{COOKIE_NAME}={jupyter.cookie}", "Origin": jupyter.origin},
             max_size=None, open_timeout=30,
-        )
+        ).__enter__()  # kept open across calls; close() ends it
 
     def close(self) -> None:
         self.ws.close()

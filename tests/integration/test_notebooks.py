@@ -397,9 +397,10 @@ def test_failing_lifecycle_script_fails_the_instance(server: ServerProcess) -> N
 
 
 def test_timeout_credential_renewal_and_restart(fresh_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One server with short limits: a 2 s lifecycle timeout, 8 s credentials; then killed and restarted."""
-    monkeypatch.setenv("SAGESTACK_LIFECYCLE_TIMEOUT_SECONDS", "2")
+    """One server with short limits: 2 s lifecycle timeout, 8 s credentials, 1 GiB memory; then killed and restarted."""
+    monkeypatch.setenv("SAGESTACK_NOTEBOOK_LIFECYCLE_TIMEOUT_SECONDS", "2")
     monkeypatch.setenv("SAGESTACK_NOTEBOOK_CREDENTIAL_SECONDS", "8")
+    monkeypatch.setenv("SAGESTACK_NOTEBOOK_MEMORY_MIB", "1024")
     server = fresh_server.start()
     sm = server.client("sagemaker")
     role = notebook_role(server)
@@ -429,6 +430,13 @@ def test_timeout_credential_renewal_and_restart(fresh_server: ServerProcess, mon
     kernel_pid = int(result.stdout.split()[-1])
     assert json.loads(creds.read_text())["AccessKeyId"] != first_key
     kernel.close()
+
+    # Over the instance's memory, the greedy kernel is killed (and Jupyter restarts it), as the OOM killer would.
+    greedy = session.start_kernel("greedy.ipynb")
+    with pytest.raises(TimeoutError):
+        greedy.execute("import numpy as np\nx = np.ones(160 * 2**20)\nimport time\ntime.sleep(60)", timeout=10)
+    greedy.close()
+    assert any("out of memory" in m for m in _log_messages(server, f"{name}/jupyter.log"))
     session.close()
 
     # kill -9: Jupyter and its kernels go with the server; a restart brings the instance back.

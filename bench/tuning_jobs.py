@@ -1,0 +1,174 @@
+"""Tuning jobs through a real server: parallel efficiency, and what early stopping saves.
+
+Starts a sagestack server, uploads the Adult train/validation channels (the tutorial's
+preparation) and runs hyperparameter tuning jobs with boto3, exactly as a client would:
+
+1. **Parallel efficiency.** A 20-trial, 2-parallel Bayesian job over the issue's ranges
+   (eta, min_child_weight, alpha, max_depth). Wall time (CreationTime to
+   HyperParameterTuningEndTime) against the sum of its trials' training times
+   (TrainingEndTime - TrainingStartTime). Two trials always running would give 0.5;
+   the gaps between a trial ending and the next starting (the reconcile pass, the next
+   suggestion, the Downloading phase) push it up. Target: <= 0.6.
+2. **Early stopping.** The same Random search (same RandomSeed, so the same 20
+   configurations) with TrainingJobEarlyStoppingType Off and Auto. Total training time
+   of Auto against Off, at an equal best objective (within 0.002). Target: >= 20 % saved.
+
+    .venv/bin/python bench/tuning_jobs.py [--trials 20] [--parallel 2] [--rounds 300] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "unit"))
+import adult_prep  # noqa: E402
+
+from sagestack.launcher import ServerProcess  # noqa: E402
+
+DATA = ROOT / "examples" / "adult-xgboost" / "data" / "adult.data.gz"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+TRUST = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},'
+         '"Action":"sts:AssumeRole"}]}')
+RANGES = {
+    "ContinuousParameterRanges": [
+        {"Name": "eta", "MinValue": "0", "MaxValue": "1", "ScalingType": "Auto"},
+        {"Name": "min_child_weight", "MinValue": "1", "MaxValue": "10", "ScalingType": "Auto"},
+        {"Name": "alpha", "MinValue": "0", "MaxValue": "2", "ScalingType": "Auto"},
+    ],
+    "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "1", "MaxValue": "10", "ScalingType": "Auto"}],
+}
+
+
+def upload(server: ServerProcess, workdir: Path) -> dict[str, str]:
+    """Adult train/validation channels in a fresh bucket, and an execution role."""
+    local = adult_prep.prepare(DATA, workdir)
+    s3 = server.client("s3")
+    bucket = f"bench-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    for channel in ("train", "validation"):
+        s3.upload_file(str(local[channel]), bucket, f"data/{channel}/{local[channel].name}")
+    role = server.client("iam").create_role(RoleName=f"bench-{uuid.uuid4().hex[:8]}",
+                                            AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+    return {"bucket": bucket, "role": role}
+
+
+def request(name: str, env: dict[str, str], strategy: str, trials: int, parallel: int, rounds: int, seed: int,
+            early_stopping: str = "Off") -> dict[str, Any]:
+    def channel(name: str) -> dict[str, Any]:
+        uri = f"s3://{env['bucket']}/data/{name}"
+        return {"ChannelName": name, "ContentType": "text/csv",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}}
+
+    return {
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobConfig": {
+            "Strategy": strategy,
+            "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation:auc"},
+            "ResourceLimits": {"MaxNumberOfTrainingJobs": trials, "MaxParallelTrainingJobs": parallel},
+            "ParameterRanges": RANGES,
+            "TrainingJobEarlyStoppingType": early_stopping,
+            "RandomSeed": seed,
+        },
+        "TrainingJobDefinition": {
+            "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+            "RoleArn": env["role"],
+            "InputDataConfig": [channel("train"), channel("validation")],
+            "OutputDataConfig": {"S3OutputPath": f"s3://{env['bucket']}/tuning"},
+            "HyperParameterTuningResourceConfig": {"InstanceType": "ml.m4.xlarge", "InstanceCount": 1,
+                                                   "VolumeSizeInGB": 5},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "StaticHyperParameters": {"objective": "binary:logistic", "num_round": str(rounds)},
+        },
+    }
+
+
+def run(sm: Any, req: dict[str, Any]) -> dict[str, Any]:
+    """Run one tuning job to its end; its describe, trials and timing numbers."""
+    name = req["HyperParameterTuningJobName"]
+    sm.create_hyper_parameter_tuning_job(**req)
+    while True:
+        job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+        if job["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
+            break
+        time.sleep(0.5)
+    if job["HyperParameterTuningJobStatus"] != "Completed":
+        raise RuntimeError(f"{name} ended {job['HyperParameterTuningJobStatus']}: {job.get('FailureReason')}")
+    trials: list[dict[str, Any]] = []
+    token: dict[str, str] = {}
+    while True:
+        page = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name,
+                                                                    MaxResults=100, **token)
+        trials += page["TrainingJobSummaries"]
+        if "NextToken" not in page:
+            break
+        token = {"NextToken": page["NextToken"]}
+    training = sum((t["TrainingEndTime"] - t["TrainingStartTime"]).total_seconds() for t in trials)
+    return {
+        "job": job, "trials": trials, "training_seconds": training,
+        "wall_seconds": (job["HyperParameterTuningEndTime"] - job["CreationTime"]).total_seconds(),
+        "best": job["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
+        "stopped": job["TrainingJobStatusCounters"]["Stopped"],
+    }
+
+
+def report_parallel(result: dict[str, Any], parallel: int) -> bool:
+    ratio = result["wall_seconds"] / result["training_seconds"]
+    ok = ratio <= 0.6
+    print(f"\n1. Parallel efficiency ({len(result['trials'])} Bayesian trials, {parallel} in parallel)")
+    print(f"   wall {result['wall_seconds']:.1f}s, sum of trial training times {result['training_seconds']:.1f}s "
+          f"-> ratio {ratio:.3f}  {'PASS' if ok else 'FAIL'} (target <= 0.6; 1/{parallel} = {1 / parallel:.2f} "
+          f"is the ideal)")
+    print(f"   best validation:auc {result['best']:.5f}")
+    return ok
+
+
+def report_early_stopping(off: dict[str, Any], auto: dict[str, Any]) -> bool:
+    saved = 1 - auto["training_seconds"] / off["training_seconds"]
+    gap = off["best"] - auto["best"]
+    ok = saved >= 0.2 and abs(gap) <= 0.002
+    print("\n2. Early stopping (same Random configurations)")
+    print(f"   Off : training {off['training_seconds']:.1f}s, wall {off['wall_seconds']:.1f}s, "
+          f"best {off['best']:.5f}")
+    print(f"   Auto: training {auto['training_seconds']:.1f}s, wall {auto['wall_seconds']:.1f}s, "
+          f"best {auto['best']:.5f}, {auto['stopped']} trials stopped early")
+    print(f"   saved {saved:.1%} of training time, best objective {-gap:+.5f}  "
+          f"{'PASS' if ok else 'FAIL'} (target >= 20% saved, best within 0.002)")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f}; {args.trials} trials, {args.parallel} in parallel, "
+          f"num_round={args.rounds}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-tuning-") as tmp:
+        server = ServerProcess(Path(tmp) / "data").start()
+        try:
+            env = upload(server, Path(tmp) / "adult")
+            sm = server.client("sagemaker")
+            common = (args.trials, args.parallel, args.rounds, args.seed)
+            bayes = run(sm, request("bench-bayesian", env, "Bayesian", *common))
+            ok_parallel = report_parallel(bayes, args.parallel)
+            off = run(sm, request("bench-random-off", env, "Random", *common))
+            auto = run(sm, request("bench-random-auto", env, "Random", *common, early_stopping="Auto"))
+            ok_early = report_early_stopping(off, auto)
+        finally:
+            server.stop()
+    return 0 if ok_parallel and ok_early else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

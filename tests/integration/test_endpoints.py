@@ -1,0 +1,344 @@
+"""Endpoints and batch transform with boto3 over real sockets: states, routing, failures, recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from sagestack.launcher import ServerProcess
+from tests.integration.training_support import (
+    XGBOOST_IMAGE,
+    adult_bucket,
+    channel,
+    execution_role,
+    training_request,
+    unique,
+    wait_for_job,
+)
+
+
+@pytest.fixture(scope="module")
+def trained(server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    data = adult_bucket(server, tmp_path_factory.mktemp("adult-ep"))
+    data["role"] = execution_role(server)
+    sm = server.client("sagemaker")
+    name = unique("ep-train")
+    hps = {"objective": "binary:logistic", "num_round": "20", "max_depth": "4"}
+    sm.create_training_job(**training_request(name, data["role"], data["bucket"], [
+        channel("train", data["uris"]["train"]), channel("validation", data["uris"]["validation"])], hps))
+    job = wait_for_job(sm, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    data["model_data"] = job["ModelArtifacts"]["S3ModelArtifacts"]
+    table = np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)
+    data["features"] = table[:, 1:]
+    return data
+
+
+def _model(server: ServerProcess, trained: dict[str, Any], **container: Any) -> str:
+    name = unique("model")
+    server.client("sagemaker").create_model(
+        ModelName=name, ExecutionRoleArn=trained["role"],
+        PrimaryContainer={"Image": XGBOOST_IMAGE, "ModelDataUrl": trained["model_data"], **container})
+    return name
+
+
+def _endpoint(server: ServerProcess, variants: list[dict[str, Any]]) -> tuple[str, str]:
+    sm = server.client("sagemaker")
+    config, name = unique("cfg"), unique("ep")
+    sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=variants)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    return name, config
+
+
+def _wait(server: ServerProcess, name: str, timeout: float = 60) -> dict[str, Any]:
+    sm = server.client("sagemaker")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        endpoint = sm.describe_endpoint(EndpointName=name)
+        if endpoint["EndpointStatus"] not in ("Creating", "Updating"):
+            return endpoint
+        time.sleep(0.1)
+    raise TimeoutError(name)
+
+
+def _variant(model: str, name: str = "AllTraffic", count: int = 1, weight: float = 1.0) -> dict[str, Any]:
+    return {"VariantName": name, "ModelName": model, "InitialInstanceCount": count,
+            "InstanceType": "ml.m4.xlarge", "InitialVariantWeight": weight}
+
+
+def _csv(rows: np.ndarray) -> str:
+    return "\n".join(",".join(f"{v:.9g}" for v in row) for row in rows)
+
+
+def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> dict[str, Any]:
+    """Code and Message, plus the modeled members botocore puts beside them (OriginalStatusCode, ...)."""
+    response = excinfo.value.response
+    extra = {k: v for k, v in response.items() if k not in ("Error", "ResponseMetadata")}
+    return {**extra, **response["Error"], "status": response["ResponseMetadata"]["HTTPStatusCode"]}
+
+
+def test_lifecycle_describe_invoke_delete(server: ServerProcess, trained: dict[str, Any]) -> None:
+    sm, runtime = server.client("sagemaker"), server.client("sagemaker-runtime")
+    model = _model(server, trained)
+    started = time.monotonic()
+    name, config = _endpoint(server, [_variant(model)])
+    assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] in ("Creating", "InService")
+    endpoint = _wait(server, name)
+    assert endpoint["EndpointStatus"] == "InService", endpoint.get("FailureReason")
+    assert time.monotonic() - started < 30
+    [variant] = endpoint["ProductionVariants"]
+    assert variant["CurrentInstanceCount"] == variant["DesiredInstanceCount"] == 1
+    assert variant["CurrentWeight"] == 1.0
+    assert "DataCaptureConfig" not in endpoint  # absent, never {}
+    described = sm.describe_endpoint_config(EndpointConfigName=config)
+    assert described["ProductionVariants"][0]["ModelName"] == model
+    assert sm.describe_model(ModelName=model)["PrimaryContainer"]["ModelDataUrl"] == trained["model_data"]
+
+    response = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                       Body=_csv(trained["features"][:3]), CustomAttributes="trace=1")
+    scores = [float(v) for v in response["Body"].read().decode().split()]
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    assert response["ContentType"].startswith("text/csv")
+    as_json = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Accept="application/json",
+                                      Body=_csv(trained["features"][:2]))
+    assert len(json.loads(as_json["Body"].read())["predictions"]) == 2
+
+    logs = server.client("logs").describe_log_streams(logGroupName=f"/aws/sagemaker/Endpoints/{name}")
+    assert logs["logStreams"][0]["logStreamName"].startswith("AllTraffic/i-")
+
+    sm.delete_endpoint(EndpointName=name)
+    sm.get_waiter("endpoint_deleted").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    sm.delete_endpoint_config(EndpointConfigName=config)
+    sm.delete_model(ModelName=model)
+    for call, kwargs in ((sm.describe_endpoint, {"EndpointName": name}),
+                         (sm.describe_endpoint_config, {"EndpointConfigName": config}),
+                         (sm.describe_model, {"ModelName": model})):
+        with pytest.raises(ClientError) as excinfo:
+            call(**kwargs)
+        error = _error(excinfo)
+        assert error["Code"] == "ValidationException" and error["Message"].startswith("Could not find")
+
+
+def test_unknown_endpoint_and_bad_requests(server: ServerProcess, trained: dict[str, Any]) -> None:
+    sm, runtime = server.client("sagemaker"), server.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName="no-such-endpoint", ContentType="text/csv", Body="1,2")
+    error = _error(excinfo)
+    assert (error["status"], error["Code"]) == (400, "ValidationError") and "not found" in error["Message"]
+    model = _model(server, trained)
+    with pytest.raises(ClientError) as excinfo:
+        sm.create_model(ModelName=model, ExecutionRoleArn=trained["role"],
+                        PrimaryContainer={"Image": XGBOOST_IMAGE, "ModelDataUrl": trained["model_data"]})
+    assert "already existing model" in _error(excinfo)["Message"]
+    with pytest.raises(ClientError) as excinfo:
+        sm.create_endpoint_config(EndpointConfigName=unique("cfg"), ProductionVariants=[_variant("missing-model")])
+    assert _error(excinfo)["Message"].startswith("Could not find model")
+    with pytest.raises(ClientError) as excinfo:
+        sm.create_endpoint(EndpointName=unique("ep"), EndpointConfigName="missing-config")
+    assert _error(excinfo)["Message"].startswith("Could not find endpoint configuration")
+
+
+BAD_PAYLOADS = [
+    ("wrong feature count", "text/csv", "1,2,3", 400),
+    ("text in a number", "text/csv", None, 415),
+    ("unsupported content type", "application/x-image", "abc", 415),
+]
+
+
+def test_bad_payloads_are_model_errors(server: ServerProcess, trained: dict[str, Any]) -> None:
+    runtime = server.client("sagemaker-runtime")
+    name, _ = _endpoint(server, [_variant(_model(server, trained))])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    width = trained["features"].shape[1]
+    wide = ",".join(["1"] * (width + 5))
+    cases = [("wrong feature count", "text/csv", wide, 400),
+             ("text in a number", "text/csv", ",".join(["abc"] * width), 415),
+             ("unsupported content type", "application/x-image", "abc", 415)]
+    for label, content_type, body, status in cases:
+        with pytest.raises(ClientError) as excinfo:
+            runtime.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body)
+        error = _error(excinfo)
+        assert (error["status"], error["Code"]) == (424, "ModelError"), label
+        assert error["OriginalStatusCode"] == status, (label, error)
+        assert error["OriginalMessage"] and f"/aws/sagemaker/Endpoints/{name}" in error["Message"], label
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="1," * 101, Accept="text/html")
+    assert _error(excinfo)["Code"] in ("ModelError",)
+    empty = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=b"")
+    assert empty["ResponseMetadata"]["HTTPStatusCode"] == 200 and empty["Body"].read() == b""
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=b"1" * (6 * 1024 * 1024 + 1))
+    error = _error(excinfo)
+    assert error["status"] in (400, 413) and "6291456" in error["Message"]
+    server.client("sagemaker").delete_endpoint(EndpointName=name)
+
+
+def test_weighted_variants_and_update(server: ServerProcess, trained: dict[str, Any]) -> None:
+    sm, runtime = server.client("sagemaker"), server.client("sagemaker-runtime")
+    model = _model(server, trained)
+    name, _ = _endpoint(server, [_variant(model, "A", weight=3.0), _variant(model, "B", weight=1.0)])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    body = _csv(trained["features"][:1])
+    seen = [runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=body)["InvokedProductionVariant"]
+            for _ in range(200)]
+    assert 100 < seen.count("A") < 190 and seen.count("B") > 10
+    targeted = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=body, TargetVariant="B")
+    assert targeted["InvokedProductionVariant"] == "B"
+    sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
+        {"VariantName": "A", "DesiredWeight": 0.0}, {"VariantName": "B", "DesiredInstanceCount": 2}])
+    endpoint = _wait(server, name)
+    variants = {v["VariantName"]: v for v in endpoint["ProductionVariants"]}
+    assert variants["B"]["CurrentInstanceCount"] == 2 and variants["A"]["CurrentWeight"] == 0.0
+    assert {runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=body)["InvokedProductionVariant"]
+            for _ in range(20)} == {"B"}
+
+    # UpdateEndpoint: the old configuration keeps serving until the new one is InService.
+    new_config = unique("cfg2")
+    sm.create_endpoint_config(EndpointConfigName=new_config, ProductionVariants=[_variant(model, "C")])
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=new_config)
+    during = []
+    while sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating":
+        during.append(runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                              Body=body)["ResponseMetadata"]["HTTPStatusCode"])
+    assert set(during) <= {200}
+    endpoint = sm.describe_endpoint(EndpointName=name)
+    assert endpoint["EndpointConfigName"] == new_config
+    assert runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                   Body=body)["InvokedProductionVariant"] == "C"
+    sm.delete_endpoint(EndpointName=name)
+
+
+def test_killed_instance_loses_no_request(server: ServerProcess, trained: dict[str, Any]) -> None:
+    runtime = server.client("sagemaker-runtime")
+    name, _ = _endpoint(server, [_variant(_model(server, trained), count=2)])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    assert server.proc is not None
+    servers = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+               if ("model_server" in " ".join(p.cmdline()) and name.lower() in " ".join(p.cmdline()).lower())
+               or ("model_server" in " ".join(p.cmdline()) and f"endpoints/{name}" in " ".join(p.cmdline()))]
+    assert len(servers) == 2, [p.cmdline() for p in servers]
+    body = _csv(trained["features"][:1])
+    failures: list[Exception] = []
+    done = threading.Event()
+    count = [0]
+
+    def stream() -> None:
+        while not done.is_set():
+            try:
+                runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=body)
+                count[0] += 1
+            except Exception as exc:
+                failures.append(exc)
+
+    workers = [threading.Thread(target=stream) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5)
+    killed_at = time.monotonic()
+    os.kill(servers[0], signal.SIGKILL)
+    replaced = None
+    while time.monotonic() - killed_at < 15 and replaced is None:
+        if set(_model_servers(server, name)) - set(servers):
+            replaced = time.monotonic() - killed_at
+        time.sleep(0.05)
+    time.sleep(1.0)
+    done.set()
+    for worker in workers:
+        worker.join()
+    assert not failures, failures[:3]
+    assert count[0] > 50
+    assert replaced is not None and replaced < 5.0, replaced
+    server.client("sagemaker").delete_endpoint(EndpointName=name)
+
+
+def test_endpoint_with_broken_model_fails(server: ServerProcess, trained: dict[str, Any]) -> None:
+    s3 = server.client("s3")
+    s3.put_object(Bucket=trained["bucket"], Key="broken/model.tar.gz", Body=b"not a tarball")
+    name = unique("model")
+    server.client("sagemaker").create_model(
+        ModelName=name, ExecutionRoleArn=trained["role"],
+        PrimaryContainer={"Image": XGBOOST_IMAGE, "ModelDataUrl": f"s3://{trained['bucket']}/broken/model.tar.gz"})
+    endpoint, _ = _endpoint(server, [_variant(name)])
+    described = _wait(server, endpoint)
+    assert described["EndpointStatus"] == "Failed"
+    assert "tar.gz" in described["FailureReason"]
+
+
+def test_batch_transform_filters_and_join(server: ServerProcess, trained: dict[str, Any]) -> None:
+    sm, s3 = server.client("sagemaker"), server.client("s3")
+    bucket = trained["bucket"]
+    rows = trained["features"][:50]
+    labelled = np.hstack([np.arange(50).reshape(-1, 1), rows])  # an id column the model must not see
+    s3.put_object(Bucket=bucket, Key="bt/in/part-1.csv", Body=_csv(labelled).encode() + b"\n")
+    model = _model(server, trained)
+    name = unique("bt")
+    sm.create_transform_job(
+        TransformJobName=name, ModelName=model, MaxPayloadInMB=1, BatchStrategy="MultiRecord",
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/bt/in"}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": f"s3://{bucket}/bt/out", "AssembleWith": "Line", "Accept": "text/csv"},
+        TransformResources={"InstanceType": "ml.m4.xlarge", "InstanceCount": 1},
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
+    job = _wait_transform(sm, name)
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    out = s3.get_object(Bucket=bucket, Key="bt/out/part-1.csv.out")["Body"].read().decode().splitlines()
+    assert len(out) == 50
+    ids = [float(line.split(",")[0]) for line in out]
+    assert ids == list(range(50)) and all(0 <= float(line.split(",")[1]) <= 1 for line in out)
+    streams = server.client("logs").describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs",
+                                                         logStreamNamePrefix=f"{name}/")
+    assert len(streams["logStreams"]) == 1
+
+
+def test_batch_transform_bad_record_names_file_and_line(server: ServerProcess, trained: dict[str, Any]) -> None:
+    sm, s3 = server.client("sagemaker"), server.client("s3")
+    bucket = trained["bucket"]
+    lines = [_csv(trained["features"][i:i + 1]) for i in range(5)]
+    lines[3] = ",".join(["oops"] * trained["features"].shape[1])
+    s3.put_object(Bucket=bucket, Key="bad-bt/in/data.csv", Body="\n".join(lines).encode())
+    name = unique("bt-bad")
+    sm.create_transform_job(
+        TransformJobName=name, ModelName=_model(server, trained),
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix",
+                                                        "S3Uri": f"s3://{bucket}/bad-bt/in"}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": f"s3://{bucket}/bad-bt/out"},
+        TransformResources={"InstanceType": "ml.m4.xlarge", "InstanceCount": 1},
+    )
+    job = _wait_transform(sm, name)
+    assert job["TransformJobStatus"] == "Failed"
+    assert "data.csv" in job["FailureReason"] and "line 4" in job["FailureReason"], job["FailureReason"]
+
+
+def _model_servers(server: ServerProcess, endpoint: str) -> list[int]:
+    """Live model-server processes of one endpoint (their --model-dir is under endpoints/<name>/)."""
+    assert server.proc is not None
+    found = []
+    for process in psutil.Process(server.proc.pid).children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and f"endpoints/{endpoint}/" in " ".join(process.cmdline()):
+                found.append(process.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait_transform(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = sm.describe_transform_job(TransformJobName=name)
+        if job["TransformJobStatus"] not in ("InProgress", "Stopping"):
+            return job
+        time.sleep(0.2)
+    raise TimeoutError(name)
