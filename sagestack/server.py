@@ -17,6 +17,7 @@ from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
+from sagestack.control.housekeeping import Housekeeping
 from sagestack.control.notebook_proxy import NotebookProxy
 from sagestack.control.notebooks import PROXY_PREFIX, NotebookController
 from sagestack.control.training import TrainingController
@@ -58,6 +59,7 @@ def prepare(settings: Settings) -> Platform:
     transform = TransformController(platform)
     transform.recover()
     platform.parts["transform"] = transform
+    platform.parts["housekeeping"] = Housekeeping(db)
     tuning = TuningController(platform)
     if tuning.recover():
         log.info("resuming the tuning jobs that were running at the last shutdown")

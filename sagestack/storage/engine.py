@@ -1,9 +1,11 @@
 """The embedded object store: blob files on local disk, metadata rows in the metadata DB.
 
-Write path (PutObject, UploadPart, Complete, Copy): the body streams into a
-temp file while MD5 and any requested checksums are computed; the file is
-fsync'ed and renamed into the blob tree; only then does a short transaction
-insert or swap the metadata row. Bytes are never copied while the DB write lock
+Write path (PutObject, UploadPart, Copy): the body streams into a temp file
+while MD5 and any requested checksums are computed; the file is fsync'ed and
+renamed into the blob tree; only then does a short transaction insert or swap
+the metadata row. CompleteMultipartUpload moves no bytes: the object keeps its
+part blobs (``S3ObjectPart`` rows) and is read by streaming them in order.
+Bytes are never copied while the DB write lock
 is held, and the blob a row replaced is unlinked only after the commit.
 
 Read path: the row is read, the blob opened (an open file survives a concurrent
@@ -12,20 +14,20 @@ unlink), and the bytes streamed in 1 MiB chunks.
 
 from __future__ import annotations
 
-import os
+import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice, pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import Text, delete, exists, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import Database, utcnow
-from sagestack.db.models.objects import S3Bucket, S3MultipartUpload, S3Object, S3UploadPart
+from sagestack.db.models.objects import S3Bucket, S3MultipartUpload, S3Object, S3ObjectPart, S3UploadPart
 from sagestack.storage import checksums as cks
 from sagestack.storage import errors, multipart, names, ranges
 from sagestack.storage.api import (
@@ -43,7 +45,7 @@ from sagestack.storage.api import (
     UploadInfo,
     UploadsPage,
 )
-from sagestack.storage.blobs import CHUNK_SIZE, BlobStore, BlobWriter, ChunkReader, FinishedBody
+from sagestack.storage.blobs import CHUNK_SIZE, BlobStore, BlobWriter, FinishedBody, Piece
 from sagestack.storage.listing import common_prefix, iter_entries, prefix_end
 
 MAX_LIST_KEYS = 1000
@@ -89,6 +91,28 @@ def _meta_from_row(row: Any) -> ObjectMeta:
     return ObjectMeta(**fields, user=dict(row.user_meta or {}))
 
 
+#: ``meta`` of listed objects: a listing never returns headers or user metadata, so they are not
+#: read (decoding them per row was most of a page's cost); use head_object for an object's metadata.
+_LISTED_META = ObjectMeta()
+_TRIVIAL_JSON: dict[str, Any] = {"{}": {}, "null": None, "[]": []}
+
+
+def _raw_json(value: Any) -> Any:
+    """A JSON column read as text (SQLite, MySQL), or already decoded by the driver (PostgreSQL)."""
+    if not isinstance(value, str):
+        return value
+    if value in _TRIVIAL_JSON:
+        trivial = _TRIVIAL_JSON[value]
+        return {} if trivial == {} else trivial  # a fresh dict: callers may keep it
+    return json.loads(value)
+
+
+def _close(reader: Iterator[bytes]) -> None:
+    close = getattr(reader, "close", None)
+    if close is not None:
+        close()
+
+
 def _own_writer(writer: BodyWriter) -> BlobWriter:
     """Bodies are committed by the store that received them (the blob must already be on our disk)."""
     if not isinstance(writer, BlobWriter):
@@ -123,6 +147,7 @@ class LocalObjectStore:
                 batch = candidates[i : i + 500]
                 found.update(s.scalars(select(S3Object.blob).where(S3Object.blob.in_(batch))))
                 found.update(s.scalars(select(S3UploadPart.blob).where(S3UploadPart.blob.in_(batch))))
+                found.update(s.scalars(select(S3ObjectPart.blob).where(S3ObjectPart.blob.in_(batch))))
         return found
 
     # ======================================================================================
@@ -265,16 +290,18 @@ class LocalObjectStore:
         self,
         bucket: str,
         raw_key: bytes,
-        blob: str,
+        blob: str | None,
         fields: dict[str, Any],
         if_match: str | None = None,
         if_none_match: str | None = None,
         extra: Callable[[Session], list[str]] | None = None,
+        parts: Sequence[Piece] = (),
     ) -> ObjectInfo:
-        """Point ``bucket/key`` at a published blob in one short transaction.
+        """Point ``bucket/key`` at a published blob (or, ``blob=None``, at ``parts``) in one short transaction.
 
         ``extra(session)`` runs inside the same transaction (multipart completion
         uses it to drop the upload) and returns blob names to unlink after commit.
+        A failed commit unlinks ``blob`` but never ``parts``: those still belong to their upload.
         """
         old: list[str] = []
         try:
@@ -283,7 +310,7 @@ class LocalObjectStore:
                 try:
                     with self.db.transaction() as s:
                         info = self._upsert_object(
-                            s, bucket, raw_key, blob, fields, if_match, if_none_match, old
+                            s, bucket, raw_key, blob, fields, if_match, if_none_match, old, parts
                         )
                         if extra is not None:
                             old.extend(extra(s))
@@ -293,7 +320,8 @@ class LocalObjectStore:
                     if attempt == 2:
                         raise
         except BaseException:
-            self.blobs.delete([blob])
+            if blob is not None:
+                self.blobs.delete([blob])
             raise
         self.blobs.delete(old)
         return info
@@ -303,11 +331,12 @@ class LocalObjectStore:
         s: Session,
         bucket: str,
         raw_key: bytes,
-        blob: str,
+        blob: str | None,
         fields: dict[str, Any],
         if_match: str | None,
         if_none_match: str | None,
         old: list[str],
+        parts: Sequence[Piece],
     ) -> ObjectInfo:
         b = self._bucket_row(s, bucket)
         row = s.scalars(
@@ -319,11 +348,33 @@ class LocalObjectStore:
             row = S3Object(bucket_id=b.id, key=raw_key, **values)
             s.add(row)
         else:
-            old.append(row.blob)
+            old.extend(self._drop_parts(s, row.id) if row.blob is None else [row.blob])
             for name, value in values.items():
                 setattr(row, name, value)
         s.flush()
+        if parts:
+            s.add_all(
+                S3ObjectPart(object_id=row.id, part_index=i, start=p.start, size=p.size, blob=p.blob)
+                for i, p in enumerate(parts)
+            )
+            s.flush()
         return self._object_info(bucket, row)
+
+    @staticmethod
+    def _drop_parts(s: Session, object_id: int) -> list[str]:
+        """Delete the part rows of a multipart object; returns their blobs (to unlink after commit)."""
+        query = delete(S3ObjectPart).where(S3ObjectPart.object_id == object_id).returning(S3ObjectPart.blob)
+        return list(s.scalars(query))
+
+    @staticmethod
+    def _drop_objects(s: Session, *where: Any) -> list[str]:
+        """Delete the object rows matching ``where`` and their part rows; returns every blob they held."""
+        ids = select(S3Object.id).where(*where)
+        # Parts first: with foreign keys enforced, deleting the objects would cascade them away unseen.
+        parts = delete(S3ObjectPart).where(S3ObjectPart.object_id.in_(ids)).returning(S3ObjectPart.blob)
+        blobs = list(s.scalars(parts))
+        blobs.extend(b for b in s.scalars(delete(S3Object).where(*where).returning(S3Object.blob)) if b is not None)
+        return blobs
 
     @staticmethod
     def _check_write_conditions(
@@ -353,7 +404,7 @@ class LocalObjectStore:
             checksums=dict(row.checksums or {}),
             checksum_type=row.checksum_type,
             parts_count=len(row.part_sizes) if row.part_sizes is not None else None,
-            blob_path=self.blobs.path(row.blob),
+            blob_path=self.blobs.path(row.blob) if row.blob is not None else None,
         )
 
     def _lookup(self, bucket: str, key: str) -> tuple[ObjectInfo, S3Object]:
@@ -367,15 +418,46 @@ class LocalObjectStore:
                 raise errors.no_such_key(key)
             return self._object_info(bucket, row), row
 
-    def _open_current(self, bucket: str, key: str) -> tuple[ObjectInfo, S3Object, int]:
-        """Look up and open the object's blob, retrying if a concurrent replace unlinked it."""
+    def _open_current(
+        self, bucket: str, key: str, span_of: Callable[[S3Object], tuple[int, int] | None]
+    ) -> tuple[ObjectInfo, S3Object, tuple[int, int] | None, Iterator[bytes]]:
+        """Look up the object and open the bytes of ``span_of(row)`` (inclusive; None: all of them).
+
+        Retries if a concurrent replace unlinked a blob between the lookup and the open.
+        """
+        raw_key = names.encode_key(key)
         for _ in range(_OPEN_RETRIES):
-            info, row = self._lookup(bucket, key)
+            with self.db.session() as s:
+                b = self._bucket_row(s, bucket)
+                row = s.scalars(
+                    select(S3Object).where(S3Object.bucket_id == b.id, S3Object.key == raw_key)
+                ).first()
+                if row is None:
+                    raise errors.no_such_key(key)
+                span = span_of(row)
+                first, last = (0, row.size - 1) if span is None else span
+                # Read in the same session as the row, so the pieces belong to the version looked up.
+                pieces = self._pieces(s, row, first, last)
+                info = self._object_info(bucket, row)
             try:
-                return info, row, self.blobs.open_fd(row.blob)
+                return info, row, span, self.blobs.open_pieces(pieces, first, last - first + 1)
             except FileNotFoundError:
                 continue
         raise RuntimeError(f"blob of {bucket}/{key} keeps disappearing")
+
+    @staticmethod
+    def _pieces(s: Session, row: S3Object, first: int, last: int) -> list[Piece]:
+        """The blobs holding bytes ``first..last`` of the object (only those: a ranged GET of
+        a 10,000-part object should not load or open 10,000 parts)."""
+        if row.blob is not None:
+            return [Piece(row.blob, 0, row.size)]
+        t = S3ObjectPart
+        query = (
+            select(t.blob, t.start, t.size)
+            .where(t.object_id == row.id, t.start <= last, t.start + t.size > first)
+            .order_by(t.part_index)
+        )
+        return [Piece(*r) for r in s.execute(query)]
 
     def head_object(self, bucket: str, key: str) -> ObjectInfo:
         return self._lookup(bucket, key)[0]
@@ -398,14 +480,10 @@ class LocalObjectStore:
             raise AwsError(
                 "InvalidRequest", "Cannot specify both Range header and partNumber query parameter."
             )
-        info, row, fd = self._open_current(bucket, key)
-        try:
-            span = self._span(row, byte_range, part_number)
-        except BaseException:
-            os.close(fd)
-            raise
-        first, length = (0, row.size) if span is None else (span[0], span[1] - span[0] + 1)
-        return ObjectBody(info, ChunkReader(fd, first, length), span)
+        info, _, span, reader = self._open_current(
+            bucket, key, lambda row: self._span(row, byte_range, part_number)
+        )
+        return ObjectBody(info, reader, span)
 
     @staticmethod
     def _span(
@@ -431,13 +509,8 @@ class LocalObjectStore:
         raw_key = names.encode_key(key)
         with self.db.transaction() as s:
             b = self._bucket_row(s, bucket)
-            blob = s.scalar(
-                delete(S3Object)
-                .where(S3Object.bucket_id == b.id, S3Object.key == raw_key)
-                .returning(S3Object.blob)
-            )
-        if blob is not None:
-            self.blobs.delete([blob])
+            blobs = self._drop_objects(s, S3Object.bucket_id == b.id, S3Object.key == raw_key)
+        self.blobs.delete(blobs)
 
     def delete_objects(self, bucket: str, keys: Sequence[str]) -> list[DeleteResult]:
         """DeleteObjects: one transaction for up to 1000 keys; per-key results in request order."""
@@ -453,13 +526,7 @@ class LocalObjectStore:
                 results.append(DeleteResult(key, exc))
         with self.db.transaction() as s:
             b = self._bucket_row(s, bucket)
-            blobs = list(
-                s.scalars(
-                    delete(S3Object)
-                    .where(S3Object.bucket_id == b.id, S3Object.key.in_(raw_keys))
-                    .returning(S3Object.blob)
-                )
-            )
+            blobs = self._drop_objects(s, S3Object.bucket_id == b.id, S3Object.key.in_(raw_keys))
         self.blobs.delete(blobs)
         return results
 
@@ -485,31 +552,40 @@ class LocalObjectStore:
             names.check_user_metadata(meta.user)
         algorithm = cks.normalize_algorithm(checksum_algorithm) if checksum_algorithm else None
         for _ in range(_OPEN_RETRIES):
-            info, row = self._lookup(src_bucket, src_key)
+            info, row, _, reader = self._open_current(src_bucket, src_key, self._copy_source_check)
             if (src_bucket, src_key) == (dst_bucket, dst_key) and meta is None:
+                _close(reader)
                 raise errors.copy_to_itself()
-            if row.size > errors.MAX_OBJECT_PUT_SIZE:
-                raise errors.copy_source_too_large()
             try:
-                blob, fields = self._copy_blob(row, algorithm)
+                blob, fields = self._copy_blob(row, reader, algorithm)
             except FileNotFoundError:  # the source was replaced meanwhile: copy the new one
                 continue
             fields.update(_header_columns(meta if meta is not None else info.meta))
             return self._commit_object(dst_bucket, raw_dst, blob, fields)
         raise RuntimeError(f"blob of {src_bucket}/{src_key} keeps disappearing")
 
-    def _copy_blob(self, row: S3Object, algorithm: str | None) -> tuple[str, dict[str, Any]]:
+    @staticmethod
+    def _copy_source_check(row: S3Object) -> None:
+        if row.size > errors.MAX_OBJECT_PUT_SIZE:
+            raise errors.copy_source_too_large()
+
+    def _copy_blob(
+        self, row: S3Object, reader: Iterator[bytes], algorithm: str | None
+    ) -> tuple[str, dict[str, Any]]:
+        """Copy the source ``row`` whose bytes ``reader`` has open (and closes)."""
         stored = dict(row.checksums or {}) if row.checksum_type == "FULL_OBJECT" else {}
         wanted = {algorithm} if algorithm else set(row.checksums or {})
-        if row.part_sizes is None and wanted <= set(stored):
+        if row.blob is not None and row.part_sizes is None and wanted <= set(stored):
+            _close(reader)
             checksums = {a: stored[a] for a in wanted}
             blob = self.blobs.link_copy(row.blob)
             return blob, self._plain_fields(row.size, row.etag, checksums)
-        blob, body = self._stream_to_blob(ChunkReader(self.blobs.open_fd(row.blob), 0, row.size), wanted)
+        # A multipart source is re-read (its parts are never shared): the copy gets a plain MD5 ETag.
+        blob, body = self._stream_to_blob(reader, wanted)
         checksums = {a: cks.encode(d) for a, d in body.digests.items()}
         return blob, self._plain_fields(body.size, body.md5.hex(), checksums)
 
-    def _stream_to_blob(self, reader: ChunkReader, algorithms: Iterable[str]) -> tuple[str, FinishedBody]:
+    def _stream_to_blob(self, reader: Iterator[bytes], algorithms: Iterable[str]) -> tuple[str, FinishedBody]:
         """Copy a reader into a new published blob, hashing on the way (bounded memory)."""
         try:
             with self.begin_write(algorithms) as writer:
@@ -517,7 +593,7 @@ class LocalObjectStore:
                     writer.write(chunk)
                 return self.blobs.publish_writer(writer)
         finally:
-            reader.close()
+            _close(reader)
 
     @staticmethod
     def _plain_fields(size: int, etag: str, checksums: dict[str, str]) -> dict[str, Any]:
@@ -562,18 +638,41 @@ class LocalObjectStore:
                 if row is None:
                     prefixes.append(names.decode_key(key))
                 else:
-                    contents.append(self._object_info(bucket, row))
+                    contents.append(self._listed_info(bucket, row))
                 last = key
         truncated = len(taken) > max_keys
         next_marker = names.decode_key(last) if truncated and last is not None else None
         return ListResult(contents, prefixes, truncated, next_marker)
 
+    def _listed_info(self, bucket: str, row: Any) -> ObjectInfo:
+        """The ObjectInfo of a listing row (see :meth:`_fetcher`); ``meta`` is not loaded."""
+        part_sizes = _raw_json(row.part_sizes)
+        return ObjectInfo(
+            bucket=bucket,
+            key=names.decode_key(row.key),
+            size=row.size,
+            etag=_quote(row.etag),
+            last_modified=row.last_modified,
+            meta=_LISTED_META,
+            checksums=_raw_json(row.checksums) or {},
+            checksum_type=row.checksum_type,
+            parts_count=len(part_sizes) if part_sizes is not None else None,
+            blob_path=self.blobs.path(row.blob) if row.blob is not None else None,
+        )
+
     @staticmethod
     def _fetcher(s: Session, bucket_id: int) -> Any:
         # Core rows, not ORM objects: a listing page builds up to 1000 of them and the
-        # identity map would only add overhead. ``_object_info`` reads them by column name.
-        columns = S3Object.__table__.columns
+        # identity map would only add overhead. Only the columns a listing returns are read,
+        # and the JSON ones as raw text: rows rolled up into a common prefix are never decoded,
+        # and the usual ``{}`` / ``null`` values are recognised without a JSON parse.
         table = S3Object.__table__
+        c = table.c
+        columns = [
+            c.key, c.size, c.etag, c.last_modified, c.checksum_type, c.blob,
+            type_coerce(c.checksums, Text).label("checksums"),
+            type_coerce(c.part_sizes, Text).label("part_sizes"),
+        ]  # fmt: skip
 
         def fetch(lower: bytes, inclusive: bool, upper: bytes | None, limit: int) -> Sequence[Any]:
             query = select(*columns).where(table.c.bucket_id == bucket_id)
@@ -685,18 +784,18 @@ class LocalObjectStore:
         """UploadPartCopy; ``copy_range`` is the raw ``x-amz-copy-source-range`` header."""
         self._check_part_number(part_number)
         upload = self.get_upload(bucket, key, upload_id)
-        _, row, fd = self._open_current(src_bucket, src_key)
-        try:
+
+        def copy_span(row: S3Object) -> tuple[int, int] | None:
             first, last = (0, row.size - 1)
             if copy_range is not None:
                 first, last = ranges.parse_copy_source_range(copy_range, row.size)
             if last - first + 1 > errors.MAX_OBJECT_PUT_SIZE:
                 raise errors.copy_source_too_large()
-        except BaseException:
-            os.close(fd)
-            raise
+            return (first, last) if last >= first else None
+
+        _, _, _, reader = self._open_current(src_bucket, src_key, copy_span)
         algorithms = [upload.checksum_algorithm] if upload.checksum_algorithm else []
-        blob, body = self._stream_to_blob(ChunkReader(fd, first, last - first + 1), algorithms)
+        blob, body = self._stream_to_blob(reader, algorithms)
         return self._commit_part(
             bucket, key, upload_id, part_number, blob, body.size, body.md5.hex(), dict(body.digests)
         )
@@ -769,10 +868,15 @@ class LocalObjectStore:
         chosen = multipart.validate_completed_parts(upload, parts, stored)
         fields = multipart.multipart_fields(upload, chosen)
         multipart.verify_multipart_expectations(upload, fields, expected)
-        tmp = self.blobs.concat((p.blob, 0, p.size) for p in chosen)
-        blob = self.blobs.publish(tmp)
         fields.update(_header_columns(upload.meta))
         used = {p.part_number: p.blob for p in chosen}
+        # The object *is* its part blobs, in order: completion moves no bytes. The parts are
+        # already durable (fsync'ed and renamed before their rows were committed).
+        pieces: list[Piece] = []
+        offset = 0
+        for p in chosen:
+            pieces.append(Piece(p.blob, offset, p.size))
+            offset += p.size
 
         def finish_upload(s: Session) -> list[str]:
             row = self._upload_row(s, bucket, key, upload_id)
@@ -783,10 +887,11 @@ class LocalObjectStore:
                 raise errors.invalid_part(upload_id, changed.part_number, _quote(changed.etag))
             s.execute(delete(S3UploadPart).where(S3UploadPart.upload_pk == row.id))
             s.delete(row)
-            return [p.blob for p in current]
+            # Parts uploaded but not listed in the request go; the listed ones now belong to the object.
+            return [p.blob for p in current if p.part_number not in used]
 
         return self._commit_object(
-            bucket, names.encode_key(key), blob, fields, if_match, if_none_match, extra=finish_upload
+            bucket, names.encode_key(key), None, fields, if_match, if_none_match, extra=finish_upload, parts=pieces
         )
 
     def abort_multipart_upload(self, bucket: str, key: str, upload_id: str) -> None:

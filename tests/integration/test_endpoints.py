@@ -222,11 +222,8 @@ def test_killed_instance_loses_no_request(server: ServerProcess, trained: dict[s
     runtime = server.client("sagemaker-runtime")
     name, _ = _endpoint(server, [_variant(_model(server, trained), count=2)])
     assert _wait(server, name)["EndpointStatus"] == "InService"
-    assert server.proc is not None
-    servers = [p for p in psutil.Process(server.proc.pid).children(recursive=True)
-               if ("model_server" in " ".join(p.cmdline()) and name.lower() in " ".join(p.cmdline()).lower())
-               or ("model_server" in " ".join(p.cmdline()) and f"endpoints/{name}" in " ".join(p.cmdline()))]
-    assert len(servers) == 2, [p.cmdline() for p in servers]
+    servers = _model_servers(server, name)
+    assert len(servers) == 2, servers
     body = _csv(trained["features"][:1])
     failures: list[Exception] = []
     done = threading.Event()

@@ -166,16 +166,26 @@ def test_random_search_reproducible_with_every_field_and_paging(server: ServerPr
     assert sm.list_hyper_parameter_tuning_jobs(StatusEquals="Stopping")["HyperParameterTuningJobSummaries"] == []
 
 
-def test_bayesian_search_completes(server: ServerProcess, data: dict[str, Any]) -> None:
+def test_bayesian_search_with_own_metric_definitions(server: ServerProcess, data: dict[str, Any]) -> None:
     sm = server.client("sagemaker")
     name = unique("bayes")
-    sm.create_hyper_parameter_tuning_job(**tuning_request(name, data, strategy="Bayesian", max_jobs=4))
+    request = tuning_request(name, data, strategy="Bayesian", max_jobs=4,
+                             static={**FAST, "eval_metric": "auc"})
+    # A definition that declares the objective itself: no _tuning_objective_metric is passed.
+    request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] = "my-auc"
+    request["TrainingJobDefinition"]["AlgorithmSpecification"]["MetricDefinitions"] = [
+        {"Name": "my-auc", "Regex": r".*\[[0-9]+\].*#011validation-auc:([0-9.]+)"}]
+    sm.create_hyper_parameter_tuning_job(**request)
     job = wait_for_tuning(sm, name)
     assert job["HyperParameterTuningJobStatus"] == "Completed", job.get("FailureReason")
     assert job["TrainingJobStatusCounters"]["Completed"] == 4
     listed = trials(sm, name)
     assert len({tuple(sorted(t["TunedHyperParameters"].items())) for t in listed}) == 4
     assert job["BestTrainingJob"]["TrainingJobName"] == max(listed, key=_objective)["TrainingJobName"]
+    assert job["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["MetricName"] == "my-auc"
+    trial = sm.describe_training_job(TrainingJobName=listed[0]["TrainingJobName"])
+    assert "_tuning_objective_metric" not in trial["HyperParameters"]
+    assert [m["MetricName"] for m in trial["FinalMetricDataList"]] == ["my-auc"]
 
 
 def test_grid_infers_the_job_count(server: ServerProcess, data: dict[str, Any]) -> None:
@@ -401,7 +411,7 @@ def test_tuning_job_survives_a_server_kill(fresh_server: ServerProcess, tmp_path
     sm = fresh_server.client("sagemaker")
     name = unique("restart")
     sm.create_hyper_parameter_tuning_job(**tuning_request(
-        name, info, max_jobs=4, RandomSeed=4, static={"objective": "binary:logistic", "num_round": "600"}))
+        name, info, max_jobs=4, RandomSeed=4, static={"objective": "binary:logistic", "num_round": "300"}))
     deadline = time.monotonic() + 60
     while len(trials(sm, name, StatusEquals="InProgress")) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -25,6 +25,7 @@ from sagestack.storage import (
     LocalObjectStore,
     ObjectMeta,
     ObjectStore,
+    files,
 )
 from sagestack.storage import checksums as cks
 from sagestack.storage.crc import CRC32, CRC32C, CRC64NVME
@@ -676,7 +677,8 @@ def test_multipart_etag_and_assembly(store: LocalObjectStore) -> None:
     assert read(store, "mp", part_number=2) == parts_data[1]
     with raises("InvalidPartNumber", 416):
         store.open_object("bkt", "mp", part_number=4)
-    assert len(blob_files(store)) == 1  # parts are gone, only the assembled blob remains
+    # Completion moves no bytes: the object is its three part blobs, not a copy of them.
+    assert len(blob_files(store)) == 3 and info.blob_path is None
     with raises("NoSuchUpload", 404):
         store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, parts[0].etag)])
 
@@ -694,7 +696,7 @@ def test_multipart_part_reupload_and_subset(store: LocalObjectStore) -> None:
         "bkt", "mp", up.upload_id, [CompletedPart(1, p1.etag), CompletedPart(3, p3.etag)]
     )
     assert read(store, "mp") == b"b" * (5 * MiB) + b"end"
-    assert len(blob_files(store)) == 1
+    assert len(blob_files(store)) == 2  # the replaced part 1 and the unlisted part 2 are gone
 
 
 def test_multipart_errors(store: LocalObjectStore) -> None:
@@ -847,6 +849,65 @@ def test_copy_of_multipart_object_gets_plain_md5(store: LocalObjectStore) -> Non
     store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, p.etag)])
     copy = store.copy_object("bkt", "mp", "bkt", "copy")
     assert copy.etag == f'"{hashlib.md5(b"abc").hexdigest()}"' and copy.parts_count is None
+
+
+def _completed_multipart(store: LocalObjectStore, key: str, chunks: list[bytes]):
+    up = store.create_multipart_upload("bkt", key, ObjectMeta())
+    parts = [upload_part(store, up, i + 1, d, key=key) for i, d in enumerate(chunks)]
+    return store.complete_multipart_upload(
+        "bkt", key, up.upload_id, [CompletedPart(p.part_number, p.etag) for p in parts]
+    )
+
+
+def test_multipart_object_ranges_span_parts(store: LocalObjectStore) -> None:
+    chunks = [os.urandom(5 * MiB), os.urandom(5 * MiB + 17), os.urandom(1000)]
+    whole = b"".join(chunks)
+    _completed_multipart(store, "mp", chunks)
+    for first, last in [(0, 0), (5 * MiB - 3, 5 * MiB + 2), (MiB, 10 * MiB + 500), (len(whole) - 1, len(whole) - 1)]:
+        got = read(store, "mp", byte_range=parse_range_header(f"bytes={first}-{last}"))
+        assert got == whole[first : last + 1], (first, last)
+    assert read(store, "mp", byte_range=parse_range_header("bytes=-1500")) == whole[-1500:]
+    body = store.open_object("bkt", "mp", byte_range=parse_range_header("bytes=10-20"))
+    body.chunks.close()  # an unconsumed reader closes its files
+
+
+def test_multipart_object_delete_replace_and_copy_free_parts(store: LocalObjectStore, tmp_path: Path) -> None:
+    chunks = [os.urandom(5 * MiB), b"end"]
+    _completed_multipart(store, "a", chunks)
+    _completed_multipart(store, "b", chunks)
+    assert len(blob_files(store)) == 4
+    copy = store.copy_object("bkt", "a", "bkt", "c")  # streamed into one plain blob
+    assert copy.etag == f'"{hashlib.md5(b"".join(chunks)).hexdigest()}"' and copy.blob_path is not None
+    assert read(store, "c") == b"".join(chunks) and len(blob_files(store)) == 5
+    store.copy_object("bkt", "a", "bkt", "a", ObjectMeta(content_type="x/y"))  # in place: becomes plain
+    assert read(store, "a") == b"".join(chunks) and len(blob_files(store)) == 4
+    put(store, "b", b"small")  # replacing a multipart object unlinks all its parts
+    assert len(blob_files(store)) == 3
+    _completed_multipart(store, "d", chunks)
+    store.delete_objects("bkt", ["d", "c"])
+    store.delete_object("bkt", "a")
+    assert len(blob_files(store)) == 1
+    _completed_multipart(store, "e", chunks)
+    dest = tmp_path / "fetched" / "e"
+    files.fetch(store, store.head_object("bkt", "e"), dest)  # no blob to link: streamed
+    assert dest.read_bytes() == b"".join(chunks)
+
+
+def test_multipart_object_parts_survive_recovery(store: LocalObjectStore) -> None:
+    chunks = [os.urandom(5 * MiB), b"end"]
+    _completed_multipart(store, "mp", chunks)
+    assert store.recover() == (0, 0)
+    assert read(store, "mp") == b"".join(chunks)
+
+
+def test_failed_completion_leaves_parts_with_the_upload(store: LocalObjectStore) -> None:
+    put(store, "mp", b"exists")
+    up = store.create_multipart_upload("bkt", "mp", ObjectMeta())
+    p = upload_part(store, up, 1, b"abc")
+    with raises("PreconditionFailed"):
+        store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, p.etag)], if_none_match="*")
+    info = store.complete_multipart_upload("bkt", "mp", up.upload_id, [CompletedPart(1, p.etag)])
+    assert read(store, "mp") == b"abc" and info.parts_count == 1 and len(blob_files(store)) == 1
 
 
 def test_list_multipart_uploads(store: LocalObjectStore) -> None:

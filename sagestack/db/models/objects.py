@@ -75,13 +75,33 @@ class S3Object(_ObjectHeaders, Base):
     etag: Mapped[str] = mapped_column(String(64))
     last_modified: Mapped[datetime] = mapped_column(UtcDateTime)
     #: Blob path relative to the blob root, ``ab/<32 hex>``; indexed for recovery scans.
-    blob: Mapped[str] = mapped_column(String(128), index=True)
+    #: None for a completed multipart object: its bytes are its part blobs (``S3ObjectPart``).
+    blob: Mapped[str | None] = mapped_column(String(128), index=True, nullable=True)
     #: Algorithm (``CRC32``...) -> base64 value, for the additional checksums stored.
     checksums: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     #: ``FULL_OBJECT`` or ``COMPOSITE`` when ``checksums`` is not empty.
     checksum_type: Mapped[str | None] = mapped_column(String(16), nullable=True)
     #: Sizes of the parts of a multipart object (for ?partNumber= reads); None otherwise.
     part_sizes: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+
+
+class S3ObjectPart(Base):
+    """One part blob of a completed multipart object, which is the concatenation of its parts.
+
+    Completing an upload hands the part blobs over to the object instead of
+    copying them into one file, so CompleteMultipartUpload moves no bytes.
+    """
+
+    __tablename__ = "s3_object_parts"
+
+    object_id: Mapped[int] = mapped_column(ForeignKey("s3_objects.id", ondelete="CASCADE"), primary_key=True)
+    #: 0-based position in the object.
+    part_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Offset of the part's first byte in the object, so a range read selects only the parts it spans.
+    start: Mapped[int] = mapped_column(BigInteger)
+    size: Mapped[int] = mapped_column(BigInteger)
+    #: Indexed for recovery scans, like ``S3Object.blob``.
+    blob: Mapped[str] = mapped_column(String(128), index=True)
 
 
 class S3MultipartUpload(_ObjectHeaders, Base):

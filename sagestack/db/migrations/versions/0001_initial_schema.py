@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 04:28:33.370258
+Create Date: 2026-11-28 05:05:48.828037
 """
 
 from collections.abc import Sequence
@@ -403,7 +403,7 @@ def upgrade() -> None:
     sa.Column('size', sa.BigInteger(), nullable=False),
     sa.Column('etag', sa.String(length=64), nullable=False),
     sa.Column('last_modified', sagestack.db.base.UtcDateTime(), nullable=False),
-    sa.Column('blob', sa.String(length=128), nullable=False),
+    sa.Column('blob', sa.String(length=128), nullable=True),
     sa.Column('checksums', sa.JSON(), nullable=False),
     sa.Column('checksum_type', sa.String(length=16), nullable=True),
     sa.Column('part_sizes', sa.JSON(), nullable=True),
@@ -436,6 +436,18 @@ def upgrade() -> None:
         batch_op.create_index('ix_logs_events_group_time', ['group_id', 'timestamp', 'id'], unique=False)
         batch_op.create_index('ix_logs_events_stream_time', ['stream_id', 'timestamp', 'id'], unique=False)
 
+    op.create_table('s3_object_parts',
+    sa.Column('object_id', sa.Integer(), nullable=False),
+    sa.Column('part_index', sa.Integer(), nullable=False),
+    sa.Column('start', sa.BigInteger(), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('blob', sa.String(length=128), nullable=False),
+    sa.ForeignKeyConstraint(['object_id'], ['s3_objects.id'], name=op.f('fk_s3_object_parts_object_id_s3_objects'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('object_id', 'part_index', name=op.f('pk_s3_object_parts'))
+    )
+    with op.batch_alter_table('s3_object_parts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_s3_object_parts_blob'), ['blob'], unique=False)
+
     op.create_table('s3_upload_parts',
     sa.Column('upload_pk', sa.Integer(), nullable=False),
     sa.Column('part_number', sa.Integer(), nullable=False),
@@ -459,6 +471,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_s3_upload_parts_blob'))
 
     op.drop_table('s3_upload_parts')
+    with op.batch_alter_table('s3_object_parts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_s3_object_parts_blob'))
+
+    op.drop_table('s3_object_parts')
     with op.batch_alter_table('logs_events', schema=None) as batch_op:
         batch_op.drop_index('ix_logs_events_stream_time')
         batch_op.drop_index('ix_logs_events_group_time')

@@ -1,0 +1,179 @@
+"""Endpoint serving through the whole platform: create time, latency, throughput, one big request.
+
+In one run, on one model (the tutorial's job trained on the Adult data):
+- CreateEndpoint → InService (from the API's own timestamps);
+- signed single-row CSV InvokeEndpoint over keep-alive connections (SigV4 done
+  by botocore once per connection; the signed request is replayed, which SigV4
+  allows for 15 minutes), p50/p99 with 1 client and max throughput with
+  8 clients against 1 and 2 instances;
+- the same single row POSTed straight to one model server (no router, no auth);
+- in-process prediction of the same model;
+- all 6,513 test rows in one InvokeEndpoint.
+
+Targets (issue 5): InService <= 2 s; p50 <= 1 ms; >= 4,000 req/s with 2 instances;
+6,513 rows in one request <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import multiprocessing as mp
+import statistics
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import xgboost as xgb
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.control_plane import _load  # noqa: E402
+from sagestack.launcher import ServerProcess  # noqa: E402
+from tests.integration.training_support import (  # noqa: E402
+    XGBOOST_IMAGE,
+    adult_bucket,
+    channel,
+    execution_role,
+    training_request,
+    unique,
+    wait_for_job,
+)
+
+
+def invoke_bytes(url: str, key: str, secret: str, endpoint: str, body: bytes) -> bytes:
+    request = AWSRequest("POST", f"{url}/endpoints/{endpoint}/invocations", data=body,
+                         headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+    SigV4Auth(Credentials(key, secret), "sagemaker", "us-east-1").add_auth(request)
+    host = urlsplit(url).netloc
+    lines = [f"POST /endpoints/{endpoint}/invocations HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def direct_bytes(port: int, body: bytes) -> bytes:
+    head = (f"POST /invocations HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: text/csv\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+def measure(host: str, port: int, payload: bytes, seconds: float, clients: int) -> tuple[float, float, float, dict]:
+    queue: mp.Queue = mp.Queue()
+    worker = mp.Process(target=_load, args=(host, port, payload, seconds, clients, queue))
+    worker.start()
+    latencies, statuses, elapsed = queue.get()
+    worker.join()
+    latencies.sort()
+    return (len(latencies) / elapsed, statistics.median(latencies) * 1000,
+            latencies[int(len(latencies) * 0.99)] * 1000, statuses)
+
+
+def deploy(server: ServerProcess, model: str, count: int) -> tuple[str, float]:
+    sm = server.client("sagemaker")
+    config, name = unique("cfg"), unique("ep")
+    sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": count,
+        "InstanceType": "ml.m4.xlarge"}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    while (endpoint := sm.describe_endpoint(EndpointName=name))["EndpointStatus"] == "Creating":
+        time.sleep(0.02)
+    assert endpoint["EndpointStatus"] == "InService", endpoint.get("FailureReason")
+    return name, (endpoint["LastModifiedTime"] - endpoint["CreationTime"]).total_seconds()
+
+
+def model_server_port(server: ServerProcess, endpoint: str) -> int:
+    import psutil
+
+    assert server.proc is not None
+    for process in psutil.Process(server.proc.pid).children(recursive=True):
+        args = process.cmdline()
+        if f"endpoints/{endpoint}/" in " ".join(args) and "--port" in args:
+            return int(args[args.index("--port") + 1])
+    raise RuntimeError("model server not found")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(Path(tmp) / "data").start()
+        try:
+            data = adult_bucket(server, Path(tmp) / "adult")
+            role = execution_role(server)
+            sm = server.client("sagemaker")
+            job = unique("bench")
+            sm.create_training_job(**training_request(job, role, data["bucket"], [
+                channel("train", data["uris"]["train"]), channel("validation", data["uris"]["validation"])]))
+            artifacts = wait_for_job(sm, job)["ModelArtifacts"]["S3ModelArtifacts"]
+            model = unique("model")
+            sm.create_model(ModelName=model, ExecutionRoleArn=role,
+                            PrimaryContainer={"Image": XGBOOST_IMAGE, "ModelDataUrl": artifacts})
+            table = np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)
+            row = (",".join(f"{v:.9g}" for v in table[0, 1:])).encode()
+            everything = "\n".join(",".join(f"{v:.9g}" for v in r) for r in table[:, 1:]).encode()
+            env = server.env
+            url = urlsplit(server.url)
+
+            one, created_one = deploy(server, model, 1)
+            two, created_two = deploy(server, model, 2)
+            print(f"CreateEndpoint -> InService: 1 instance {created_one:.2f} s, 2 instances {created_two:.2f} s "
+                  "(target <= 2 s; SageMaker: about 4.5 minutes)")
+
+            signed_one = invoke_bytes(server.url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], one, row)
+            signed_two = invoke_bytes(server.url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], two, row)
+            port = model_server_port(server, one)
+            measure(url.hostname, url.port, signed_one, 1.0, 8)  # warm up
+            for label, host, target_port, payload, clients in (
+                ("InvokeEndpoint, 1 instance, 1 client ", url.hostname, url.port, signed_one, 1),
+                ("InvokeEndpoint, 1 instance, 8 clients", url.hostname, url.port, signed_one, 8),
+                ("InvokeEndpoint, 2 instances, 8 clients", url.hostname, url.port, signed_two, 8),
+                ("direct model server, 1 client        ", "127.0.0.1", port, direct_bytes(port, row), 1),
+                ("direct model server, 8 clients       ", "127.0.0.1", port, direct_bytes(port, row), 8),
+            ):
+                rate, p50, p99, statuses = measure(host, target_port, payload, args.seconds, clients)
+                print(f"{label}  {rate:7.0f} req/s  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  {statuses}")
+
+            booster = _booster(server, artifacts)
+            booster.set_param({"nthread": 1})
+            single = table[:1, 1:]
+            timings = []
+            for _ in range(2000):
+                started = time.perf_counter()
+                booster.inplace_predict(single)
+                timings.append(time.perf_counter() - started)
+            print(f"in-process inplace_predict, 1 row, 1 thread   p50 {statistics.median(timings) * 1000:.3f} ms")
+
+            runtime = server.client("sagemaker-runtime")
+            runtime.invoke_endpoint(EndpointName=one, ContentType="text/csv", Body=everything)
+            big = []
+            for _ in range(10):
+                started = time.perf_counter()
+                runtime.invoke_endpoint(EndpointName=one, ContentType="text/csv", Body=everything)["Body"].read()
+                big.append(time.perf_counter() - started)
+            print(f"6,513 rows in one InvokeEndpoint (boto3)      median {statistics.median(big) * 1000:.1f} ms "
+                  "(target <= 50 ms)")
+        finally:
+            server.stop()
+
+
+def _booster(server: ServerProcess, uri: str) -> xgb.Booster:
+    bucket, key = uri[5:].split("/", 1)
+    raw = server.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+        model = archive.extractfile("xgboost-model").read()
+    booster = xgb.Booster()
+    booster.load_model(bytearray(model))
+    return booster
+
+
+if __name__ == "__main__":
+    main()
