@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sagestack.launcher import ServerProcess  # noqa: E402
+from sagestack.launcher import ServerProcess
 
 OPERATIONS = {
     "sts:GetCallerIdentity (query)": (
@@ -45,7 +45,7 @@ def signed_bytes(url: str, key: str, secret: str, service: str, headers: dict[st
     request = AWSRequest("POST", url + "/", data=body, headers=headers)
     SigV4Auth(Credentials(key, secret), service, "us-east-1").add_auth(request)
     host = urlsplit(url).netloc
-    lines = [f"POST / HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines = ["POST / HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
     lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 

@@ -94,9 +94,10 @@ def model_server_port(server: ServerProcess, endpoint: str) -> int:
 
     assert server.proc is not None
     for process in psutil.Process(server.proc.pid).children(recursive=True):
-        args = process.cmdline()
-        if f"endpoints/{endpoint}/" in " ".join(args) and "--port" in args:
-            return int(args[args.index("--port") + 1])
+        if f"/endpoints/{endpoint}/" in process.cwd() + "/":
+            listening = [c.laddr.port for c in process.net_connections("tcp") if c.status == psutil.CONN_LISTEN]
+            if listening:
+                return listening[0]
     raise RuntimeError("model server not found")
 
 

@@ -25,7 +25,16 @@ from typing import Any
 from sagestack.aws.errors import AwsError
 from sagestack.compute import LocalBackend
 from sagestack.control.endpoint_metrics import EndpointMetrics
-from sagestack.control.model_servers import DeployError, ModelServer, fetch_model, launch_model_server, ping
+from sagestack.control.model_servers import MODULE as MODEL_SERVER
+from sagestack.control.model_servers import (
+    WARM,
+    WARM_ENV,
+    DeployError,
+    ModelServer,
+    fetch_model,
+    launch_model_server,
+    ping,
+)
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
 from sagestack.db.models.tags import ResourceTag
@@ -98,6 +107,7 @@ class EndpointController:
     # ------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._workers.submit(self.backend.prewarm, MODEL_SERVER, WARM, WARM_ENV)
         self._tasks.append(asyncio.create_task(self._monitor()))
         self._tasks.append(asyncio.create_task(self.metrics.run(self._instance_pids)))
         with self.db.session() as session:

@@ -319,12 +319,12 @@ def test_batch_transform_bad_record_names_file_and_line(server: ServerProcess, t
 
 
 def _model_servers(server: ServerProcess, endpoint: str) -> list[int]:
-    """Live model-server processes of one endpoint (their --model-dir is under endpoints/<name>/)."""
+    """Live model-server processes of one endpoint (they run in a directory under endpoints/<name>/)."""
     assert server.proc is not None
     found = []
     for process in psutil.Process(server.proc.pid).children(recursive=True):
         try:
-            if process.status() != psutil.STATUS_ZOMBIE and f"endpoints/{endpoint}/" in " ".join(process.cmdline()):
+            if process.status() != psutil.STATUS_ZOMBIE and f"/endpoints/{endpoint}/" in process.cwd() + "/":
                 found.append(process.pid)
         except psutil.Error:
             continue

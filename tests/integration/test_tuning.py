@@ -252,16 +252,25 @@ def test_early_stopping_auto_stops_poor_trials(server: ServerProcess, data: dict
     assert job["BestTrainingJob"]["ObjectiveStatus"] == "Succeeded"
 
 
-def test_target_objective_completes_early(server: ServerProcess, data: dict[str, Any]) -> None:
+def test_target_objective_completes_early_with_training_job_definitions(server: ServerProcess,
+                                                                        data: dict[str, Any]) -> None:
     sm = server.client("sagemaker")
     name = unique("target")
     request = tuning_request(name, data, max_jobs=10,
                              TuningJobCompletionCriteria={"TargetObjectiveMetricValue": 0.8})
+    # The TrainingJobDefinitions form: objective and ranges move into the (single) definition.
+    config = request["HyperParameterTuningJobConfig"]
+    definition = request.pop("TrainingJobDefinition")
+    definition.update(DefinitionName="main", TuningObjective=config.pop("HyperParameterTuningJobObjective"),
+                      HyperParameterRanges=config.pop("ParameterRanges"))
+    request["TrainingJobDefinitions"] = [definition]
     sm.create_hyper_parameter_tuning_job(**request)
     job = wait_for_tuning(sm, name)
     assert job["HyperParameterTuningJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["TrainingJobDefinitions"][0]["DefinitionName"] == "main" and "TrainingJobDefinition" not in job
     listed = trials(sm, name)
     assert 1 <= len(listed) <= 3  # the first results reach the target: no more are launched
+    assert all(t["TrainingJobDefinitionName"] == "main" for t in listed)
     assert _objective(job["BestTrainingJob"]) >= 0.8
     assert job["HyperParameterTuningJobConfig"]["TuningJobCompletionCriteria"] == {"TargetObjectiveMetricValue": 0.8}
 
