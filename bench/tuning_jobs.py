@@ -10,8 +10,8 @@ preparation) and runs hyperparameter tuning jobs with boto3, exactly as a client
    the gaps between a trial ending and the next starting (the reconcile pass, the next
    suggestion, the Downloading phase) push it up. Target: <= 0.6.
 2. **Early stopping.** The same Random search (same RandomSeed, so the same 20
-   configurations) with TrainingJobEarlyStoppingType Off and Auto, for each of
-   ``--seeds`` seeds. Total training time of Auto against Off, at an equal best
+   configurations) with TrainingJobEarlyStoppingType Off and Auto, run side by side, for
+   each of ``--seeds`` seeds. Total training time of Auto against Off, at an equal best
    objective (mean over the seeds within 0.002). Target: >= 20 % saved. The median rule
    is a heuristic: on some seeds it stops the job that would have been best (a slow
    starter), so one seed alone says little (bench/tuning_strategies.py measures the rule
@@ -97,9 +97,12 @@ def request(name: str, env: dict[str, str], strategy: str, trials: int, parallel
 
 
 def run(sm: Any, req: dict[str, Any]) -> dict[str, Any]:
-    """Run one tuning job to its end; its describe, trials and timing numbers."""
-    name = req["HyperParameterTuningJobName"]
     sm.create_hyper_parameter_tuning_job(**req)
+    return finish(sm, req["HyperParameterTuningJobName"])
+
+
+def finish(sm: Any, name: str) -> dict[str, Any]:
+    """Wait for tuning job ``name`` to end; its describe, trials and timing numbers."""
     while True:
         job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
         if job["HyperParameterTuningJobStatus"] not in ("InProgress", "Stopping"):
@@ -123,6 +126,16 @@ def run(sm: Any, req: dict[str, Any]) -> dict[str, Any]:
         "best": job["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
         "stopped": job["TrainingJobStatusCounters"]["Stopped"],
     }
+
+
+def run_pair(sm: Any, off: dict[str, Any], auto: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Off and Auto side by side, so that both see the same background load on a shared machine.
+
+    Conservative for Auto: once it is done, Off's remaining trials have the cores to themselves.
+    """
+    sm.create_hyper_parameter_tuning_job(**off)
+    sm.create_hyper_parameter_tuning_job(**auto)
+    return finish(sm, off["HyperParameterTuningJobName"]), finish(sm, auto["HyperParameterTuningJobName"])
 
 
 def report_parallel(result: dict[str, Any], parallel: int) -> bool:
@@ -175,8 +188,8 @@ def main() -> int:
             print(f"\n2. Early stopping Off vs Auto (same Random configurations, {args.seeds} seeds)", flush=True)
             pairs = []
             for seed in range(args.seeds):
-                off = run(sm, request(f"bench-off-{seed}", env, "Random", *common, seed))
-                auto = run(sm, request(f"bench-auto-{seed}", env, "Random", *common, seed, early_stopping="Auto"))
+                off, auto = run_pair(sm, request(f"bench-off-{seed}", env, "Random", *common, seed),
+                                     request(f"bench-auto-{seed}", env, "Random", *common, seed, early_stopping="Auto"))
                 report_seed(seed, off, auto)
                 pairs.append((off, auto))
             ok_early = report_early_stopping(pairs)

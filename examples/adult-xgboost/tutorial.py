@@ -7,7 +7,8 @@ plots, reports) go to $TUTORIAL_OUTPUT (default ./tutorial-output).
 
 Knobs for quick runs: TUTORIAL_NUM_ROUND (100), TUTORIAL_MAX_JOBS (4),
 TUTORIAL_MAX_PARALLEL_JOBS (2), TUTORIAL_ROLE_ARN (skip creating a role),
-TUTORIAL_BUCKET (default: the SageMaker session's default bucket).
+TUTORIAL_BUCKET (default: the SageMaker session's default bucket), TUTORIAL_NOTEBOOK=0
+(skip the notebook instance, e.g. when this already runs inside one).
 """
 
 from __future__ import annotations
@@ -75,14 +76,39 @@ def create_execution_role() -> str:
     return role["Arn"]
 
 
+def create_notebook_instance(role: str) -> str:
+    """Step 1 of the tutorial: a notebook instance with the role, ready when InService."""
+    sm = boto3.client("sagemaker")
+    name = os.environ.get("TUTORIAL_NOTEBOOK_NAME", "Sagemaker-XGBoost")
+    sm.create_notebook_instance(NotebookInstanceName=name, InstanceType="ml.t2.medium", RoleArn=role)
+    while (status := sm.describe_notebook_instance(NotebookInstanceName=name)["NotebookInstanceStatus"]) == "Pending":
+        time.sleep(1)
+    if status != "InService":
+        raise RuntimeError(f"notebook instance {name} is {status}")
+    url = sm.create_presigned_notebook_instance_url(NotebookInstanceName=name)["AuthorizedUrl"]
+    print(f"   notebook instance {name} is InService; open Jupyter at {url}")
+    return name
+
+
+def delete_notebook_instance(name: str) -> None:
+    sm = boto3.client("sagemaker")
+    sm.stop_notebook_instance(NotebookInstanceName=name)
+    while sm.describe_notebook_instance(NotebookInstanceName=name)["NotebookInstanceStatus"] != "Stopped":
+        time.sleep(1)
+    sm.delete_notebook_instance(NotebookInstanceName=name)
+
+
 # ---------------------------------------------------------------- step 2: data
 def prepare_data(workdir: Path) -> dict[str, Path]:
     """Label first, one-hot categoricals, 80/20 train/test split, header-less CSV."""
     raw = pd.read_csv(DATA, header=None, names=COLUMNS, skipinitialspace=True)
     label = (raw.pop("income").str.strip() == ">50K").astype(int)
     model_data = pd.concat([label.rename("y"), pd.get_dummies(raw, dtype=float)], axis=1)
-    train_all, test = np.split(model_data.sample(frac=1, random_state=1729), [int(0.8 * len(model_data))])
-    train, validation = np.split(train_all, [int(0.8 * len(train_all))])
+    shuffled = model_data.sample(frac=1, random_state=1729)
+    cut = int(0.8 * len(shuffled))
+    train_all, test = shuffled.iloc[:cut], shuffled.iloc[cut:]
+    cut = int(0.8 * len(train_all))
+    train, validation = train_all.iloc[:cut], train_all.iloc[cut:]
     workdir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, frame in (("train", train), ("validation", validation), ("test", test)):
@@ -192,8 +218,9 @@ def download_reports(bucket: str, prefix: str, job_name: str) -> list[str]:
 def main() -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     region = boto3.Session().region_name
-    with step("1. execution role"):
+    with step("1. execution role and notebook instance"):
         role = create_execution_role()
+        notebook = create_notebook_instance(role) if os.environ.get("TUTORIAL_NOTEBOOK", "1") == "1" else None
     session = sagemaker.Session()
     bucket = os.environ.get("TUTORIAL_BUCKET") or session.default_bucket()
     prefix = "sagemaker/xgboost-adult"
@@ -247,6 +274,8 @@ def main() -> dict:
         bucket_to_delete = boto3.resource("s3").Bucket(bucket)
         bucket_to_delete.objects.all().delete()
         bucket_to_delete.delete()
+        if notebook is not None:
+            delete_notebook_instance(notebook)
 
     result = {"region": region, "trained_job": trained_job, "tuned_best_job": best_job, "deployed_job": chosen,
               "endpoint": predictor.endpoint_name, "bucket": bucket, "reports": reports,

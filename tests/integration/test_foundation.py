@@ -320,3 +320,27 @@ def test_https_with_ca_bundle(tmp_path: Any) -> None:
         assert proc.client("sts").get_caller_identity()["Arn"].endswith(":user/admin")
     finally:
         proc.stop()
+
+
+def test_cloudwatch_speaks_query_protocol_too(server: ServerProcess) -> None:
+    """Older botocores send CloudWatch as awsQuery; the same operations answer in XML."""
+    server.client("cloudwatch").put_metric_data(Namespace="QueryCheck", MetricData=[{"MetricName": "M", "Value": 1.0}])
+    creds = Credentials(server.env["AWS_ACCESS_KEY_ID"], server.env["AWS_SECRET_ACCESS_KEY"])
+    body = b"Action=ListMetrics&Version=2010-08-01&Namespace=QueryCheck"
+    request = AWSRequest("POST", server.url + "/", data=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    botocore.auth.SigV4Auth(creds, "monitoring", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    with urllib.request.urlopen(urllib.request.Request(prepared.url, data=body, headers=dict(prepared.headers),
+                                                       method="POST")) as response:
+        text = response.read().decode()
+    assert "<ListMetricsResponse" in text and "<MetricName>M</MetricName>" in text
+    bad = AWSRequest("POST", server.url + "/", data=b"Action=GetMetricStatistics&Version=2010-08-01",
+                     headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"})
+    botocore.auth.SigV4Auth(creds, "monitoring", "us-east-1").add_auth(bad)
+    prepared = bad.prepare()
+    with pytest.raises(urllib.error.HTTPError) as excinfo:
+        urllib.request.urlopen(urllib.request.Request(prepared.url, data=bad.body, headers=dict(prepared.headers),
+                                                      method="POST"))
+    assert excinfo.value.code == 400
+    assert b"<Code>" in excinfo.value.read()

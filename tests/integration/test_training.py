@@ -316,3 +316,33 @@ def test_server_restart_ends_running_jobs(fresh_server: ServerProcess, tmp_path:
     job = fresh_server.client("sagemaker").describe_training_job(TrainingJobName=name)
     assert job["TrainingJobStatus"] == "Failed"
     assert "restarted" in job["FailureReason"]
+
+
+def test_instance_killed_like_out_of_memory(server: ServerProcess, data: dict[str, Any]) -> None:
+    """The kernel's OOM killer ends a process with SIGKILL; the job says what most likely happened."""
+    import os
+    import signal
+
+    import psutil
+
+    sm = server.client("sagemaker")
+    name = unique("oom")
+    sm.create_training_job(**training_request(name, data["role"], data["bucket"], _channels(data),
+                                              {**FAST, "num_round": "100000", "eta": "0.01"}))
+    deadline = time.monotonic() + 60
+    victim = None
+    assert server.proc is not None
+    while victim is None and time.monotonic() < deadline:
+        for process in psutil.Process(server.proc.pid).children(recursive=True):
+            try:
+                if process.cwd().endswith(f"/jobs/{name}/algo-1"):
+                    victim = process.pid
+            except psutil.Error:
+                continue
+        time.sleep(0.1)
+    assert victim is not None
+    time.sleep(0.5)
+    os.kill(victim, signal.SIGKILL)
+    job = wait_for_job(sm, name)
+    assert job["TrainingJobStatus"] == "Failed"
+    assert job["FailureReason"].startswith("OutOfMemoryError"), job["FailureReason"]
