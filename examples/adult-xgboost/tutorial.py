@@ -175,8 +175,9 @@ def _log_loss(labels: np.ndarray, predicted: np.ndarray, eps: float = 1e-15) -> 
 def _plot_confusion(matrix: pd.DataFrame) -> None:
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.imshow(matrix.values, cmap="Blues")
+    dark = matrix.values.max() / 2
     for (i, j), value in np.ndenumerate(matrix.values):
-        ax.text(j, i, f"{value}", ha="center", va="center", fontsize=14)
+        ax.text(j, i, f"{value}", ha="center", va="center", fontsize=14, color="white" if value > dark else "black")
     ax.set_xticks(range(matrix.shape[1]), ["<=50K", ">50K"][: matrix.shape[1]])
     ax.set_yticks(range(matrix.shape[0]), ["<=50K", ">50K"][: matrix.shape[0]])
     ax.set_xlabel("predicted")
