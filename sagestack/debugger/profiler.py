@@ -373,6 +373,11 @@ class SystemSampler:
         if thread is not None:
             self._stop_event.set()
             thread.join(timeout)
+            # A job shorter than one interval still gets a record: the machine-wide view at its end.
+            try:
+                self.sample()
+            except Exception:
+                log.debug("final sample failed", exc_info=True)
         self.flush(everything=True)
 
     def __enter__(self) -> SystemSampler:
