@@ -1,10 +1,15 @@
 """`make demo`: run the SageMaker XGBoost tutorial end to end on an embedded sagestack server.
 
 Starts a server on a free loopback port with its own data dir under
-demo-output/, runs examples/adult-xgboost/tutorial.py against it exactly as a
-SageMaker user would (only the AWS environment points elsewhere), prints a
-summary, checks that nothing was left behind, stops the server, and exits
-non-zero on any failure. Quick mode for CI: DEMO_QUICK=1 (fewer rounds/trials).
+demo-output/, then does what the tutorial's reader does: creates an execution
+role and a notebook instance, opens Jupyter through the presigned URL, uploads
+the tutorial notebook (examples/adult-xgboost/tutorial.ipynb) and runs it cell
+by cell in the instance's conda_python3 kernel. It copies the metrics, plots
+and reports back, deletes the notebook instance, prints a summary, checks that
+nothing was left behind, stops the server and exits non-zero on any failure.
+
+DEMO_QUICK=1: fewer rounds and trials (CI). DEMO_MODE=script: run
+tutorial.py in a local process instead of inside a notebook instance.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ from sagestack.launcher import ServerProcess  # noqa: E402
 
 OUT = Path(os.environ.get("DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 TUTORIAL = ROOT / "examples" / "adult-xgboost" / "tutorial.py"
+NOTEBOOK = ROOT / "examples" / "adult-xgboost" / "tutorial.ipynb"
+DATA = ROOT / "examples" / "adult-xgboost" / "data" / "adult.data.gz"
+INSTANCE = "Sagemaker-XGBoost"
+TRUST = {"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 # What the seed's run on SageMaker took, for the summary (minutes; from the tutorial and its screenshots).
 SAGEMAKER_MINUTES = {"notebook instance": "~3-5", "training job": "~3-4", "endpoint": "~4.5"}
 
@@ -47,7 +57,91 @@ def leftovers(server: ServerProcess, bucket: str) -> list[str]:
     found += [f"endpoint config {c['EndpointConfigName']}" for c in sm.list_endpoint_configs()["EndpointConfigs"]]
     found += [f"model {m['ModelName']}" for m in sm.list_models()["Models"]]
     found += [f"bucket {b['Name']}" for b in s3.list_buckets()["Buckets"] if b["Name"] == bucket]
+    found += [f"notebook instance {n['NotebookInstanceName']}"
+              for n in sm.list_notebook_instances()["NotebookInstances"]]
     return found
+
+
+def tutorial_knobs(quick: bool) -> dict[str, str]:
+    return {"TUTORIAL_NUM_ROUND": "30" if quick else "100", "TUTORIAL_MAX_JOBS": "2" if quick else "4"}
+
+
+def run_script(server: ServerProcess, bucket: str, quick: bool) -> dict:
+    """DEMO_MODE=script: the tutorial as a local process (creates its own role and notebook instance)."""
+    env = server.subprocess_env({
+        "TUTORIAL_OUTPUT": str(OUT), "TUTORIAL_BUCKET": bucket, **tutorial_knobs(quick),
+        "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config(OUT / "sagemaker-config.yaml", bucket)),
+        "SAGEMAKER_SUPPRESS_V2_WARNING": "1", "PYTHONUNBUFFERED": "1",
+    })
+    say("running the tutorial (examples/adult-xgboost/tutorial.py) ...")
+    code = subprocess.call([sys.executable, str(TUTORIAL)], env=env, cwd=OUT)
+    if code != 0:
+        raise RuntimeError(f"the tutorial failed with exit code {code}; server log: {server.log_path}")
+    return json.loads((OUT / "metrics.json").read_text())
+
+
+def run_in_notebook_instance(server: ServerProcess, quick: bool) -> dict:
+    """Step 1 as the console does it, then the tutorial notebook inside the instance."""
+    from sagestack.notebook_client import JupyterSession
+
+    sm, iam = server.client("sagemaker"), server.client("iam")
+    started = time.perf_counter()
+    role = iam.create_role(RoleName=f"AmazonSageMaker-ExecutionRole-{time.strftime('%Y%m%dT%H%M%S')}",
+                           Path="/service-role/", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
+    for policy in ("AmazonSageMakerFullAccess", "AmazonS3FullAccess"):
+        iam.attach_role_policy(RoleName=role.rsplit("/", 1)[1], PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
+    sm.create_notebook_instance(NotebookInstanceName=INSTANCE, InstanceType="ml.t2.medium", RoleArn=role)
+    while (status := sm.describe_notebook_instance(NotebookInstanceName=INSTANCE)["NotebookInstanceStatus"]) \
+            == "Pending":
+        time.sleep(0.2)
+    if status != "InService":
+        raise RuntimeError(f"notebook instance {INSTANCE} is {status}")
+    step1 = time.perf_counter() - started
+    say(f"notebook instance {INSTANCE} InService in {step1:.1f} s; opening Jupyter with the presigned URL")
+    jupyter = JupyterSession(sm.create_presigned_notebook_instance_url(NotebookInstanceName=INSTANCE)["AuthorizedUrl"])
+    try:
+        jupyter.api("PUT", "contents/data", json={"type": "directory"})
+        jupyter.put_bytes("data/adult.data.gz", DATA.read_bytes())
+        notebook = json.loads(NOTEBOOK.read_text())
+        jupyter.put_notebook_document("tutorial.ipynb", notebook)
+        kernel = jupyter.start_kernel("tutorial.ipynb")
+        say(f"running tutorial.ipynb in the {kernel.name} kernel of {INSTANCE} ...")
+        knobs = {**tutorial_knobs(quick), "TUTORIAL_OUTPUT": "tutorial-output"}
+        kernel.execute(f"import os; os.environ.update({knobs!r})")
+        for cell in notebook["cells"]:
+            if cell["cell_type"] != "code":
+                continue
+            result = kernel.execute("".join(cell["source"]), timeout=1800)
+            if result.stdout:
+                print(result.stdout, end="", flush=True)
+            if result.status != "ok":
+                raise RuntimeError(f"a notebook cell failed:\n{result.error or result.stderr}")
+        kernel.close()
+        metrics = json.loads(jupyter.get_text("tutorial-output/metrics.json"))
+        metrics["plots"] = [_copy_back(jupyter, "tutorial-output", p) for p in metrics["plots"]]
+        metrics["reports"] = [_copy_back(jupyter, "tutorial-output/reports", p) for p in metrics["reports"]]
+    finally:
+        jupyter.close()
+    started = time.perf_counter()
+    sm.stop_notebook_instance(NotebookInstanceName=INSTANCE)
+    while sm.describe_notebook_instance(NotebookInstanceName=INSTANCE)["NotebookInstanceStatus"] != "Stopped":
+        time.sleep(0.2)
+    sm.delete_notebook_instance(NotebookInstanceName=INSTANCE)
+    sm.get_waiter("notebook_instance_deleted").wait(NotebookInstanceName=INSTANCE,
+                                                    WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+    metrics["timings_s"] = {"1. notebook instance (create -> InService)": round(step1, 2), **metrics["timings_s"],
+                            "7. stop and delete the notebook instance": round(time.perf_counter() - started, 2)}
+    (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def _copy_back(jupyter: object, folder: str, path: str) -> str:
+    """Fetch a file the notebook wrote in the instance into demo-output/."""
+    name = Path(path).name
+    target = OUT / ("reports" if "reports" in folder else "") / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(jupyter.get_bytes(f"{folder}/{name}"))  # type: ignore[attr-defined]
+    return str(target)
 
 
 def run() -> int:
@@ -61,21 +155,14 @@ def run() -> int:
         account = server.client("sts").get_caller_identity()["Account"]
         bucket = f"sagemaker-{server.env['AWS_DEFAULT_REGION']}-{account}"
         quick = os.environ.get("DEMO_QUICK") == "1"
-        env = server.subprocess_env({
-            "TUTORIAL_OUTPUT": str(OUT),
-            "TUTORIAL_BUCKET": bucket,
-            "TUTORIAL_NUM_ROUND": "30" if quick else "100",
-            "TUTORIAL_MAX_JOBS": "2" if quick else "4",
-            "SAGEMAKER_USER_CONFIG_OVERRIDE": str(sdk_config(OUT / "sagemaker-config.yaml", bucket)),
-            "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-            "PYTHONUNBUFFERED": "1",
-        })
-        say("running the tutorial (examples/adult-xgboost/tutorial.py) ...")
-        code = subprocess.call([sys.executable, str(TUTORIAL)], env=env, cwd=OUT)
-        if code != 0:
-            say(f"the tutorial failed with exit code {code}; server log: {server.log_path}")
+        try:
+            if os.environ.get("DEMO_MODE") == "script":
+                metrics = run_script(server, bucket, quick)
+            else:
+                metrics = run_in_notebook_instance(server, quick)
+        except Exception as exc:
+            say(f"FAILED: {exc}; server log: {server.log_path}")
             return 1
-        metrics = json.loads((OUT / "metrics.json").read_text())
         left = leftovers(server, bucket)
         metrics["leftovers"] = left
         (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2))
