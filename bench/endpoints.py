@@ -17,18 +17,15 @@ Targets (issue 5): InService <= 2 s; p50 <= 1 ms; >= 4,000 req/s with 2 instance
 from __future__ import annotations
 
 import argparse
-import io
 import multiprocessing as mp
 import statistics
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-import xgboost as xgb
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -43,6 +40,7 @@ from tests.integration.training_support import (  # noqa: E402
     adult_bucket,
     channel,
     execution_role,
+    load_model,
     training_request,
     unique,
     wait_for_job,
@@ -143,7 +141,7 @@ def main() -> None:
                 rate, p50, p99, statuses = measure(host, target_port, payload, args.seconds, clients)
                 print(f"{label}  {rate:7.0f} req/s  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  {statuses}")
 
-            booster = _booster(server, artifacts)
+            booster = load_model(server, artifacts)
             booster.set_param({"nthread": 1})
             single = table[:1, 1:]
             timings = []
@@ -164,16 +162,6 @@ def main() -> None:
                   "(target <= 50 ms)")
         finally:
             server.stop()
-
-
-def _booster(server: ServerProcess, uri: str) -> xgb.Booster:
-    bucket, key = uri[5:].split("/", 1)
-    raw = server.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
-        model = archive.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(model))
-    return booster
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from sagestack.launcher import ServerProcess  # noqa: E402
+from sagestack.sdk_config import sdk_config_yaml  # noqa: E402
 
 OUT = Path(os.environ.get("DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 TUTORIAL = ROOT / "examples" / "adult-xgboost" / "tutorial.py"
@@ -44,10 +45,7 @@ def say(text: str) -> None:
 
 def sdk_config(path: Path, bucket: str) -> Path:
     """What a notebook instance configures: no telemetry, a default bucket (no STS call to AWS)."""
-    path.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
-        f"      Session:\n        DefaultS3Bucket: {bucket}\n"
-    )
+    path.write_text(sdk_config_yaml(bucket))
     return path
 
 

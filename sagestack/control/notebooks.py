@@ -53,6 +53,7 @@ from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
 from sagestack.identity import random_id, random_secret, write_private
+from sagestack.sdk_config import sdk_config_yaml
 from sagestack.services.logs import append_events, ensure_log_stream
 from sagestack.services.sagemaker.tags import drop_tags
 
@@ -301,10 +302,7 @@ class NotebookController:
         settings = row.settings
         metadata = {"ResourceArn": row.arn, "ResourceName": row.name, "ExecutionRoleArn": settings["RoleArn"]}
         (runtime / "resource-metadata.json").write_text(json.dumps(metadata))
-        (runtime / "sagemaker-config.yaml").write_text(
-            "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
-            f"      Session:\n        DefaultS3Bucket: {bucket}\n"
-        )
+        (runtime / "sagemaker-config.yaml").write_text(sdk_config_yaml(bucket))
         process = f"{shlex.quote(shutil.which('cat') or '/bin/cat')} {shlex.quote(str(runtime / 'credentials.json'))}"
         write_private(runtime / "aws-config",
                       f"[default]\nregion = {self.settings.region}\ncredential_process = {process}\n")

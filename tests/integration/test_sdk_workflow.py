@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import pytest
 import xgboost as xgb
 
 from sagestack.launcher import ServerProcess
-from tests.integration.training_support import adult_bucket, execution_role
+from tests.integration.training_support import adult_bucket, execution_role, load_model, point_sdk_at
 
 sagemaker = pytest.importorskip("sagemaker")
 
@@ -21,27 +19,9 @@ sagemaker = pytest.importorskip("sagemaker")
 def sdk_env(server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """What a notebook instance provides: endpoint variables, credentials, an SDK config without telemetry."""
     data = adult_bucket(server, tmp_path / "adult")
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
-        f"      Session:\n        DefaultS3Bucket: {data['bucket']}\n"
-    )
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
-    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    point_sdk_at(server, data["bucket"], tmp_path, monkeypatch)
     data["role"] = execution_role(server)
     return data
-
-
-def _local_model(server: ServerProcess, uri: str) -> xgb.Booster:
-    bucket, key = uri[5:].split("/", 1)
-    raw = server.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
-        model = archive.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(model))
-    return booster
 
 
 def test_tutorial_workflow_with_sdk_v2(server: ServerProcess, sdk_env: dict[str, Any],
@@ -68,7 +48,7 @@ def test_tutorial_workflow_with_sdk_v2(server: ServerProcess, sdk_env: dict[str,
     printed = capsys.readouterr().out
     assert "#011validation-" in printed or "validation-" in printed, printed[-2000:]
     model_uri = xgb_estimator.model_data
-    booster = _local_model(server, model_uri)
+    booster = load_model(server, model_uri)
 
     predictor = xgb_estimator.deploy(initial_instance_count=1, instance_type="ml.m4.xlarge",
                                      serializer=CSVSerializer())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from tests.integration.training_support import (
     adult_bucket,
     channel,
     execution_role,
+    load_model,
     training_request,
     unique,
     wait_for_job,
@@ -40,18 +39,6 @@ def _channels(data: dict[str, Any]) -> list[dict[str, Any]]:
 def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:
     err = excinfo.value.response
     return err["ResponseMetadata"]["HTTPStatusCode"], err["Error"]["Code"], err["Error"]["Message"]
-
-
-def _load_model(server: ServerProcess, uri: str) -> xgb.Booster:
-    bucket, key = uri[5:].split("/", 1)
-    body = server.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
-        names = archive.getnames()
-        assert "xgboost-model" in names, names
-        raw = archive.extractfile("xgboost-model").read()
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
-    return booster
 
 
 def _accuracy(booster: xgb.Booster, test_csv: Path) -> float:
@@ -86,7 +73,7 @@ def test_tutorial_job_completes_with_every_field(server: ServerProcess, data: di
     metrics = {m["MetricName"]: m["Value"] for m in job["FinalMetricDataList"]}
     # binary:logistic evaluates logloss by default (xgboost >= 1.4, as in the 1.7-1 image).
     assert 0 < metrics["validation:logloss"] < 0.35 and 0 < metrics["train:logloss"] < 0.35, metrics
-    assert _accuracy(_load_model(server, uri), data["local"]["test"]) >= 0.86
+    assert _accuracy(load_model(server, uri), data["local"]["test"]) >= 0.86
 
 
 def test_logs_stream_per_instance(server: ServerProcess, data: dict[str, Any]) -> None:
@@ -138,7 +125,7 @@ def test_distributed_training_two_instances(server: ServerProcess, data: dict[st
     assert job["BillableTimeInSeconds"] == 2 * job["TrainingTimeInSeconds"]
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")
     assert len(streams["logStreams"]) == 2
-    booster = _load_model(server, job["ModelArtifacts"]["S3ModelArtifacts"])
+    booster = load_model(server, job["ModelArtifacts"]["S3ModelArtifacts"])
     assert _accuracy(booster, data["local"]["test"]) >= 0.86
 
 

@@ -13,7 +13,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from sagestack.launcher import ServerProcess
-from tests.integration.training_support import XGBOOST_IMAGE, adult_bucket, channel, execution_role, unique
+from tests.integration.training_support import (
+    XGBOOST_IMAGE,
+    adult_bucket,
+    channel,
+    execution_role,
+    point_sdk_at,
+    unique,
+)
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 FAST = {"objective": "binary:logistic", "num_round": "10"}
@@ -450,15 +457,7 @@ def test_tuning_job_survives_a_server_kill(fresh_server: ServerProcess, tmp_path
 @pytest.fixture
 def sdk_env(server: ServerProcess, data: dict[str, Any], tmp_path: Path,
             monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    config = tmp_path / "sagemaker-config.yaml"
-    config.write_text(
-        "SchemaVersion: '1.0'\nSageMaker:\n  PythonSDK:\n    Modules:\n      TelemetryOptOut: true\n"
-        f"      Session:\n        DefaultS3Bucket: {data['bucket']}\n"
-    )
-    for key, value in server.env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
-    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    point_sdk_at(server, data["bucket"], tmp_path, monkeypatch)
     return data
 
 

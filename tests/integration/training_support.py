@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import xgboost as xgb
+
 from sagestack.launcher import ServerProcess
+from sagestack.sdk_config import sdk_config_yaml
 from tests.unit.adult_prep import prepare
 
 ADULT_GZ = Path(__file__).resolve().parents[2] / "examples" / "adult-xgboost" / "data" / "adult.data.gz"
@@ -69,6 +74,29 @@ def training_request(name: str, role: str, bucket: str, channels: list[dict[str,
     }
     request.update(extra)
     return request
+
+
+def point_sdk_at(server: ServerProcess, bucket: str, workdir: Path, monkeypatch: Any) -> None:
+    """What a notebook instance provides the SDK: endpoint variables, credentials, telemetry off, a bucket."""
+    config = workdir / "sagemaker-config.yaml"
+    config.write_text(sdk_config_yaml(bucket))
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SAGEMAKER_USER_CONFIG_OVERRIDE", str(config))
+    monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+
+
+def load_model(server: ServerProcess, uri: str) -> xgb.Booster:
+    """The booster inside a job's model.tar.gz, loaded locally with xgboost."""
+    bucket, key = uri[5:].split("/", 1)
+    raw = server.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+        names = archive.getnames()
+        assert "xgboost-model" in names, names
+        model = archive.extractfile("xgboost-model").read()
+    booster = xgb.Booster()
+    booster.load_model(bytearray(model))
+    return booster
 
 
 def wait_for_job(sm: Any, name: str, timeout: float = 180) -> dict[str, Any]:
