@@ -15,7 +15,8 @@ def test_alarm_fires_on_published_metric(server: ServerProcess) -> None:
     now = datetime.now(UTC)
     cw.put_metric_data(Namespace=namespace, MetricData=[
         {"MetricName": "Latency", "Value": 900.0, "Unit": "Milliseconds", "Timestamp": now - timedelta(seconds=s)}
-        for s in (0, 5, 10)])
+        # Alarms judge complete periods: cover the last complete minute whatever the second is now.
+        for s in (5, 30, 61, 90)])
     cw.put_metric_alarm(AlarmName=alarm, Namespace=namespace, MetricName="Latency", Statistic="Average",
                         Period=60, EvaluationPeriods=1, Threshold=500.0, ComparisonOperator="GreaterThanThreshold",
                         TreatMissingData="notBreaching")
