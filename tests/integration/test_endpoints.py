@@ -339,3 +339,33 @@ def _wait_transform(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
             return job
         time.sleep(0.2)
     raise TimeoutError(name)
+
+
+def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK's Predictor against an https:// server, trusting its CA through AWS_CA_BUNDLE."""
+    import sagemaker
+    from sagemaker.predictor import Predictor
+    from sagemaker.serializers import CSVSerializer
+
+    from tests.integration.training_support import point_sdk_at
+
+    tls = ServerProcess(tmp_path / "tls-data", tls=True).start()
+    try:
+        assert tls.url.startswith("https://") and "AWS_CA_BUNDLE" in tls.env
+        data = adult_bucket(tls, tmp_path / "adult")
+        role = execution_role(tls)
+        sm = tls.client("sagemaker")
+        job = unique("tls")
+        sm.create_training_job(**training_request(job, role, data["bucket"], [
+            channel("train", data["uris"]["train"])], {"objective": "binary:logistic", "num_round": "5"}))
+        artifacts = wait_for_job(sm, job)["ModelArtifacts"]["S3ModelArtifacts"]
+        trained = {"role": role, "model_data": artifacts}
+        name, _ = _endpoint(tls, [_variant(_model(tls, trained))])
+        assert _wait(tls, name)["EndpointStatus"] == "InService"
+        point_sdk_at(tls, data["bucket"], tmp_path, monkeypatch)
+        predictor = Predictor(name, sagemaker_session=sagemaker.Session(), serializer=CSVSerializer())
+        features = np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)[:5, 1:]
+        scores = predictor.predict(features).decode().split()
+        assert len(scores) == 5 and all(0 <= float(s) <= 1 for s in scores)
+    finally:
+        tls.stop()
