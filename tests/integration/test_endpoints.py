@@ -343,6 +343,7 @@ def _wait_transform(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
 
 def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK's Predictor against an https:// server, trusting its CA through AWS_CA_BUNDLE."""
+    import boto3
     import sagemaker
     from sagemaker.predictor import Predictor
     from sagemaker.serializers import CSVSerializer
@@ -363,7 +364,9 @@ def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
         name, _ = _endpoint(tls, [_variant(_model(tls, trained))])
         assert _wait(tls, name)["EndpointStatus"] == "InService"
         point_sdk_at(tls, data["bucket"], tmp_path, monkeypatch)
-        predictor = Predictor(name, sagemaker_session=sagemaker.Session(), serializer=CSVSerializer())
+        # A fresh boto3 session: the process-wide default one may hold another server's credentials.
+        session = sagemaker.Session(boto_session=boto3.Session())
+        predictor = Predictor(name, sagemaker_session=session, serializer=CSVSerializer())
         features = np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)[:5, 1:]
         scores = predictor.predict(features).decode().split()
         assert len(scores) == 5 and all(0 <= float(s) <= 1 for s in scores)
