@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,9 +145,16 @@ class LocalBackend:
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="sagestack-")) if warm else None
         self._zygotes: dict[tuple[str, ...], Zygote] = {}
         self._lock = threading.Lock()
+        # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and callers
+        # (job runners, reconcile workers) are short-lived threads: every fresh process is
+        # started from this one thread instead, which lives as long as the backend.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawner")
 
     def start(self, spec: InstanceSpec) -> LocalInstance:
-        return LocalInstance(spec, self._zygote(spec))
+        zygote = self._zygote(spec)
+        if zygote is not None:
+            return LocalInstance(spec, zygote)  # the zygote watches the server itself
+        return self._spawner.submit(LocalInstance, spec, None).result()
 
     def prewarm(self, module: str, warm: tuple[str, ...], warm_env: dict[str, str]) -> None:
         """Start the zygote for ``warm`` now, so that the first instance starts fast too."""
@@ -165,3 +174,10 @@ class LocalBackend:
                 env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
                 zygote = self._zygotes[key] = Zygote(self.runtime_dir, list(spec.warm), {**env, **spec.warm_env})
             return zygote
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for instances that serve: model servers, notebooks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

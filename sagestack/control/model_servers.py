@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import os
 import shutil
-import socket
 import sys
 import tarfile
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sagestack.aws.errors import AwsError
-from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance, free_port
 from sagestack.services.logs import append_events, ensure_log_stream
 from sagestack.serving.upstream import UpstreamPool
 from sagestack.storage import files
@@ -106,8 +105,3 @@ def ping(port: int, timeout: float) -> bool:
     finally:
         connection.close()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

@@ -32,11 +32,9 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -47,7 +45,7 @@ import psutil
 from sqlalchemy import delete, select
 
 from sagestack.aws.errors import AwsError
-from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
+from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance, free_port
 from sagestack.control.notebook_auth import TokenSigner
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
@@ -165,9 +163,6 @@ class NotebookController:
         self._to_delete: list[str] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._http = httpx.Client(timeout=2.0)
-        # Children die with the *thread* that started them (PR_SET_PDEATHSIG), and start/stop threads
-        # are short-lived: every process is started from this one thread, which lives as long as the server.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notebook-spawner")
         #: Signs presigned URLs and the proxy's session cookies; the key stays in the data dir (0600).
         self.signer = TokenSigner(self.settings.data_dir / "notebook-url.key")
 
@@ -237,7 +232,6 @@ class NotebookController:
         names = [name for name, slot in list(self._slots.items()) if slot.live is not None or slot.scripts]
         await asyncio.gather(*(asyncio.to_thread(self._end_processes, name, 3.0) for name in names))
         self._http.close()
-        self._spawner.shutdown(wait=False)
 
     # ------------------------------------------------------------ start
     def _launch(self, name: str) -> None:
@@ -489,7 +483,7 @@ class NotebookController:
     def _start_jupyter(self, row: NotebookInstance, home: Path, runtime: Path, env: dict[str, str]) -> Live:
         """Start JupyterLab and wait until it answers; one retry if its port was taken in between."""
         for attempt in (1, 2):
-            port, token = _free_port(), secrets.token_urlsafe(32)
+            port, token = free_port(), secrets.token_urlsafe(32)
             self._write_jupyter_config(row.name, home, runtime, port, token)
             stream = f"{row.name}/jupyter.log"
             ensure_log_stream(self.db, LOG_GROUP, stream)
@@ -554,7 +548,7 @@ class NotebookController:
             pass
 
     def _spawn(self, spec: InstanceSpec) -> LocalInstance:
-        return self._spawner.submit(self.backend.start, spec).result()
+        return self.backend.start(spec)
 
     # ------------------------------------------------------------ stop and delete
     def _stop(self, name: str) -> None:
@@ -635,9 +629,4 @@ def _kill_group(pgid: int) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
