@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -15,6 +15,13 @@ from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import name_filter, page, sort_items, time_filters
 from sagestack.services.sagemaker.tags import drop_tags, put_tags
+
+T = TypeVar("T")
+_KINDS: dict[type, tuple[str, str]] = {
+    Model: ("model", "model"),
+    EndpointConfig: ("endpoint configuration", "endpoint-config"),
+    Endpoint: ("endpoint", "endpoint"),
+}
 
 
 def _missing(kind: str, arn: str) -> AwsError:
@@ -39,6 +46,34 @@ def _listing(rows: list[Any], params: dict[str, Any], key: str, item: Any) -> di
 
 
 # ---------------------------------------------------------------- models
+
+
+def _load(session: Any, ctx: RequestContext, table: type[T], name: str) -> T:
+    """The row of a model, endpoint configuration or endpoint, or the SDK's "Could not find" error."""
+    row = session.get(table, name)
+    if row is None:
+        kind, arn_type = _KINDS[table]
+        raise _missing(kind, ctx.arn("sagemaker", f"{arn_type}/{name.lower()}"))
+    return row
+
+
+def _model(session: Any, ctx: RequestContext, name: str) -> Model:
+    return _load(session, ctx, Model, name)
+
+
+def _config(session: Any, ctx: RequestContext, name: str) -> EndpointConfig:
+    return _load(session, ctx, EndpointConfig, name)
+
+
+def _endpoint(session: Any, ctx: RequestContext, name: str) -> Endpoint:
+    return _load(session, ctx, Endpoint, name)
+
+
+def _delete(ctx: RequestContext, table: type, name: str) -> None:
+    with ctx.platform.db.transaction() as session:
+        row = _load(session, ctx, table, name)
+        drop_tags(session, row.arn)
+        session.delete(row)
 
 
 def _containers(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,13 +105,6 @@ def create_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"ModelArn": arn}
 
 
-def _model(session: Any, ctx: RequestContext, name: str) -> Model:
-    model = session.get(Model, name)
-    if model is None:
-        raise _missing("model", ctx.arn("sagemaker", f"model/{name.lower()}"))
-    return model
-
-
 @operation("sagemaker")
 def describe_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
@@ -97,10 +125,7 @@ def list_models(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 @operation("sagemaker")
 def delete_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with ctx.platform.db.transaction() as session:
-        model = _model(session, ctx, params["ModelName"])
-        drop_tags(session, model.arn)
-        session.delete(model)
+    _delete(ctx, Model, params["ModelName"])
     return {}
 
 
@@ -130,13 +155,6 @@ def create_endpoint_config(ctx: RequestContext, params: dict[str, Any]) -> dict[
     return {"EndpointConfigArn": arn}
 
 
-def _config(session: Any, ctx: RequestContext, name: str) -> EndpointConfig:
-    config = session.get(EndpointConfig, name)
-    if config is None:
-        raise _missing("endpoint configuration", ctx.arn("sagemaker", f"endpoint-config/{name.lower()}"))
-    return config
-
-
 @operation("sagemaker")
 def describe_endpoint_config(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
@@ -156,21 +174,11 @@ def list_endpoint_configs(ctx: RequestContext, params: dict[str, Any]) -> dict[s
 
 @operation("sagemaker")
 def delete_endpoint_config(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with ctx.platform.db.transaction() as session:
-        config = _config(session, ctx, params["EndpointConfigName"])
-        drop_tags(session, config.arn)
-        session.delete(config)
+    _delete(ctx, EndpointConfig, params["EndpointConfigName"])
     return {}
 
 
 # ---------------------------------------------------------------- endpoints
-
-
-def _endpoint(session: Any, ctx: RequestContext, name: str) -> Endpoint:
-    endpoint = session.get(Endpoint, name)
-    if endpoint is None:
-        raise _missing("endpoint", ctx.arn("sagemaker", f"endpoint/{name.lower()}"))
-    return endpoint
 
 
 @operation("sagemaker")
