@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -333,3 +334,24 @@ def test_instance_killed_like_out_of_memory(server: ServerProcess, data: dict[st
     job = wait_for_job(sm, name)
     assert job["TrainingJobStatus"] == "Failed"
     assert job["FailureReason"].startswith("OutOfMemoryError"), job["FailureReason"]
+
+
+def test_manifest_channel_sharded_over_two_instances(server: ServerProcess, data: dict[str, Any]) -> None:
+    """ManifestFile input, ShardedByS3Key over 2 instances, FastFile read as File."""
+    s3, sm = server.client("s3"), server.client("sagemaker")
+    rows = Path(data["local"]["train"]).read_text().splitlines(keepends=True)
+    half = len(rows) // 2
+    for index, part in enumerate((rows[:half], rows[half:])):
+        s3.put_object(Bucket=data["bucket"], Key=f"manifest/parts/part-{index}.csv", Body="".join(part).encode())
+    manifest = [{"prefix": f"s3://{data['bucket']}/manifest/parts/"}, "part-0.csv", "part-1.csv"]
+    s3.put_object(Bucket=data["bucket"], Key="manifest/train.manifest", Body=json.dumps(manifest).encode())
+    train = channel("train", f"s3://{data['bucket']}/manifest/train.manifest", S3DataType="ManifestFile",
+                    S3DataDistributionType="ShardedByS3Key")
+    train["InputMode"] = "FastFile"
+    name = unique("manifest")
+    sm.create_training_job(**training_request(name, data["role"], data["bucket"], [train], FAST, instance_count=2))
+    job = wait_for_job(sm, name)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    shards = [sorted(p.name for p in (server.data_dir / "jobs" / name / host / "input" / "data" / "train").iterdir())
+              for host in ("algo-1", "algo-2")]
+    assert shards == [["part-0.csv"], ["part-1.csv"]]
