@@ -278,6 +278,7 @@ class EndpointController:
         server = launch_model_server(
             self.backend, self.db, variant.model_dir, variant.env,
             log_group=f"/aws/sagemaker/Endpoints/{endpoint}", log_stream=f"{variant.name}/{instance_id}",
+            data_dir=self.platform.settings.data_dir,
             extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name},
         )
         return Instance(instance_id, variant.name, server)

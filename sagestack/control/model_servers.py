@@ -73,14 +73,23 @@ def fetch_model(store: Any, url: str, model_dir: Path) -> None:
                           "Please ensure that the object located at the URL is a valid tar.gz archive.") from exc
 
 
+def compiled_models_dir(data_dir: Path) -> Path:
+    """Where model servers cache trees compiled to C, shared by every endpoint and transform job."""
+    return data_dir / "compiled-models"
+
+
 def launch_model_server(backend: LocalBackend, db: Any, model_dir: Path, environment: dict[str, str], *,
-                        log_group: str, log_stream: str, extra_env: dict[str, str] | None = None) -> ModelServer:
+                        log_group: str, log_stream: str, data_dir: Path,
+                        extra_env: dict[str, str] | None = None) -> ModelServer:
     """Start one model server on a free loopback port; its output goes to CloudWatch Logs."""
     port = free_port()
     ensure_log_stream(db, log_group, log_stream)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
     env.update(environment)
-    env.update({"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"})
+    env.update({"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1",
+                "SAGESTACK_COMPILED_MODELS_DIR": str(compiled_models_dir(data_dir))})
+    if "SAGESTACK_COMPILE_MODELS" in os.environ:  # the operator's switch reaches every model server
+        env["SAGESTACK_COMPILE_MODELS"] = os.environ["SAGESTACK_COMPILE_MODELS"]
     env.update(extra_env or {})
     spec = InstanceSpec(
         name=log_stream,

@@ -125,7 +125,8 @@ class TransformController:
         for _ in range(request["TransformResources"]["InstanceCount"]):
             stream = f"{run.name}/i-{secrets.token_hex(8)}"
             run.servers.append(launch_model_server(self.backend, self.db, model_dir, environment,
-                                                   log_group=LOG_GROUP, log_stream=stream))
+                                                   log_group=LOG_GROUP, log_stream=stream,
+                                                   data_dir=self.platform.settings.data_dir))
         for server in run.servers:
             try:
                 server.await_ready()

@@ -29,6 +29,8 @@ bodies get 413), ``OMP_NUM_THREADS`` (defaults to 1), plus the handler's
 ``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT``, ``SAGEMAKER_INFERENCE_OUTPUT``,
 ``SAGEMAKER_BATCH`` and ``SAGEMAKER_INFERENCE_ENSEMBLE``.
 ``SAGEMAKER_MODEL_SERVER_WORKERS`` is ignored: scale with instances.
+``SAGESTACK_COMPILE_MODELS`` (default on) and ``SAGESTACK_COMPILED_MODELS_DIR``
+control the compiled-trees upgrade of :mod:`sagestack.serving.compiled`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httptools
@@ -332,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     # Before xgboost/numpy load their OpenMP runtime: one request at a time needs one thread.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from sagestack.serving import compiled
     from sagestack.serving.xgboost_handler import DEFAULT_MAX_CONTENT_LENGTH, XGBoostHandler
 
     started = time.monotonic()
@@ -351,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if server.timeout > 0:
         threading.Thread(target=server.watch, name="request-watchdog", daemon=True).start()
+    if compiled.enabled(env):
+        # Serving starts now with xgboost's predictor; compiled trees replace it when built.
+        cache = env.get("SAGESTACK_COMPILED_MODELS_DIR") or os.path.join(args.model_dir, ".compiled")
+        compiled.compile_in_background(handler.model, Path(cache), log)
 
     def ready(bound: int) -> None:
         log(f"ready port={bound} pid={os.getpid()}")
