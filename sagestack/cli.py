@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     server = commands.add_parser("server", help="run the platform in the foreground")
     server.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: loopback only)")
     server.add_argument("--port", type=int, default=DEFAULT_PORT)
+    server.add_argument("--runtime-port", type=int, default=0,
+                        help="port of the sagemaker-runtime endpoint (InvokeEndpoint); default: any free port")
     server.add_argument("--data-dir", type=Path, default=None, help="default: ./.sagestack or $SAGESTACK_DATA_DIR")
     server.add_argument("--db", default=None, help="SQLAlchemy URL of the metadata store (default: SQLite)")
     server.add_argument("--region", default=DEFAULT_REGION)
@@ -52,6 +54,7 @@ def _server(args: argparse.Namespace) -> int:
         data_dir=args.data_dir or default_data_dir(),
         host=args.host,
         port=args.port,
+        runtime_port=args.runtime_port,
         db_url=args.db,
         region=args.region,
         tls=args.tls or args.tls_cert is not None,
@@ -83,6 +86,9 @@ def env_lines(data_dir: Path) -> list[str]:
         "AWS_DEFAULT_REGION": info.get("region", creds.get("region", DEFAULT_REGION)),
         "AWS_REGION": info.get("region", creds.get("region", DEFAULT_REGION)),
     }
+    if info.get("runtime_url"):
+        # boto3, the AWS CLI and the SDK send sagemaker-runtime calls here instead of AWS_ENDPOINT_URL.
+        values["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = info["runtime_url"]
     if info.get("ca_bundle"):
         values["AWS_CA_BUNDLE"] = info["ca_bundle"]
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]

@@ -20,6 +20,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    #: The sagemaker-runtime port (the lean front of ``aws/http1.py``); 0 = any free port.
+    runtime_port: int = 0
     #: SQLAlchemy URL; None means SQLite in the data dir.
     db_url: str | None = None
     region: str = DEFAULT_REGION

@@ -36,6 +36,11 @@ class ServerProcess:
     def url(self) -> str:
         return self.env["AWS_ENDPOINT_URL"]
 
+    def endpoint_url(self, service: str) -> str:
+        """Where boto3 sends ``service``'s calls given ``env``: a service-specific URL wins, as in botocore."""
+        specific = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_")
+        return self.env.get(specific) or self.env["AWS_ENDPOINT_URL"]
+
     def start(self, timeout: float = 60) -> ServerProcess:
         args = [sys.executable, "-m", "sagestack", "server", "--port", str(self.port),
                 "--data-dir", str(self.data_dir), *self.extra_args]
@@ -80,7 +85,7 @@ class ServerProcess:
 
     def client(self, service: str, **overrides: Any) -> Any:
         kwargs: dict[str, Any] = {
-            "endpoint_url": self.env["AWS_ENDPOINT_URL"],
+            "endpoint_url": self.endpoint_url(service),
             "aws_access_key_id": self.env["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": self.env["AWS_SECRET_ACCESS_KEY"],
             "region_name": self.env["AWS_DEFAULT_REGION"],

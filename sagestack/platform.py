@@ -19,6 +19,8 @@ class Platform:
     #: Further parts (object store, compute backend, reconcilers) attach here by name
     #: as they are started; see sagestack/server.py.
     parts: dict[str, Any] = field(default_factory=dict)
+    #: The sagemaker-runtime endpoint's URL, known once its port is bound (before ``start``).
+    runtime_url: str | None = None
 
     async def start(self) -> None:
         """Start every part that runs on the event loop (health monitors, metric flushers)."""

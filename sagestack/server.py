@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 from typing import Any
 
 import uvicorn
@@ -15,6 +16,7 @@ from sagestack import services
 from sagestack.app import RootApp, internal_app
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
+from sagestack.aws.http1 import FrontServer
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
 from sagestack.control.housekeeping import Housekeeping
@@ -31,6 +33,11 @@ from sagestack.storage.external import ExternalObjectStore
 from sagestack.tls import ensure_certificate
 
 log = logging.getLogger("sagestack")
+
+#: What the runtime port serves; its bodies may be a little over InvokeEndpoint's 6 MB payload limit,
+#: so that limit is reported in SageMaker's words (a ValidationError) rather than as an HTTP 413.
+RUNTIME_SERVICES = frozenset({"sagemaker-runtime"})
+RUNTIME_MAX_BODY = 8 * 1024 * 1024
 
 
 def prepare(settings: Settings) -> Platform:
@@ -87,16 +94,22 @@ def _object_store(settings: Settings, db: Database, account_id: str) -> ObjectSt
     return store
 
 
-def build_app(platform: Platform) -> RootApp:
+def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None) -> RootApp:
     gateway = Gateway(ServiceCatalog(), platform.credentials, platform)
+    runtime = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
 
     async def on_start() -> None:
+        settings = platform.settings
+        port = await runtime.start(settings.host, settings.runtime_port, ssl_context)
+        platform.runtime_url = _url(settings, port)
         await platform.start()
-        _record_address(platform.settings)
-        log.info("sagestack ready at %s (data dir %s)", _url(platform.settings), platform.settings.data_dir)
+        _record_address(settings, platform.runtime_url)
+        log.info("sagestack ready at %s, runtime at %s (data dir %s)", _url(settings), platform.runtime_url,
+                 settings.data_dir)
 
     async def on_stop() -> None:
         platform.settings.address_file.unlink(missing_ok=True)
+        await runtime.stop()
         await platform.stop()
         platform.db.dispose()
 
@@ -105,7 +118,7 @@ def build_app(platform: Platform) -> RootApp:
     return RootApp(gateway, internal_app(on_start, on_stop, [Mount(PROXY_PREFIX, app=proxy)]))
 
 
-def _url(settings: Settings) -> str:
+def _url(settings: Settings, port: int | None = None) -> str:
     host = settings.host
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
@@ -113,11 +126,12 @@ def _url(settings: Settings) -> str:
         host = f"[{host}]"
     if settings.tls and host == "127.0.0.1":
         host = "localhost"  # the certificate names localhost; either works for IP SANs
-    return f"{settings.scheme}://{host}:{settings.port}"
+    return f"{settings.scheme}://{host}:{port or settings.port}"
 
 
-def _record_address(settings: Settings) -> None:
-    info: dict[str, Any] = {"url": _url(settings), "pid": os.getpid(), "region": settings.region}
+def _record_address(settings: Settings, runtime_url: str) -> None:
+    info: dict[str, Any] = {"url": _url(settings), "runtime_url": runtime_url, "pid": os.getpid(),
+                            "region": settings.region}
     if settings.tls:
         info["ca_bundle"] = str(settings.tls_dir / "ca.pem") if settings.tls_cert is None else None
     settings.address_file.write_text(json.dumps(info))
@@ -129,14 +143,17 @@ def serve(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     platform = prepare(settings)
     ssl_kwargs: dict[str, Any] = {}
+    ssl_context: ssl.SSLContext | None = None
     if settings.tls:
         if settings.tls_cert and settings.tls_key:
             cert, key = settings.tls_cert, settings.tls_key
         else:
             cert, key, _ca = ensure_certificate(settings.tls_dir, settings.host)
         ssl_kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(str(cert), str(key))
     config = uvicorn.Config(
-        build_app(platform),
+        build_app(platform, ssl_context),
         host=settings.host,
         port=settings.port,
         access_log=False,  # our own access log never prints query strings (presigned secrets)

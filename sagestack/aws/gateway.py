@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,27 +63,37 @@ class Gateway:
         self.platform = platform
         self.virtual_host_suffixes = virtual_host_suffixes
 
-    # ------------------------------------------------------------ ASGI
+    # ------------------------------------------------------------ entry points
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """ASGI: every call on the main port."""
+        request = self._request_of(scope)
+        call = _Call(request, _new_request_id())
+        response = await self._answer(call, receive)
+        stream = request.stream
+        if stream is not None and not stream.finished:
+            # Answered before the body was read (an error, or a refused Expect: 100-continue): the
+            # unread bytes would be parsed as the next request, so this connection must end here.
+            response.headers.append(("connection", "close"))
+        await _send(send, response, head=request.method == "HEAD", receive=receive)
+
+    async def respond(self, request: HttpRequest, services: frozenset[str] | None = None) -> HttpResponse:
+        """A call whose body has been read in full (the lean front); ``services`` limits what it may reach."""
+        return await self._answer(_Call(request, _new_request_id()), None, services)
+
+    async def _answer(self, call: _Call, receive: Any, services: frozenset[str] | None = None) -> HttpResponse:
         started = time.perf_counter()
-        call = _Call(self._request_of(scope), uuid.uuid4().hex.upper()[:20])
         try:
-            response = await self._handle(call, receive)
+            response = await self._handle(call, receive, services)
         except AwsError as error:
             response = self._error_response(call, error)
         except Exception:
             errlog.exception("request %s failed", call.request_id)
             response = self._error_response(call, internal_error(call.request_id))
-        stream = call.request.stream
-        if stream is not None and not stream.finished:
-            # Answered before the body was read (an error, or a refused Expect: 100-continue): the
-            # unread bytes would be parsed as the next request, so this connection must end here.
-            response.headers.append(("connection", "close"))
-        await _send(send, response, head=call.request.method == "HEAD", receive=receive)
         if log.isEnabledFor(logging.INFO):
             # Path only: query strings can carry presigned credentials.
             log.info("%s %s %s %s %.1fms", call.request.method, call.request.raw_path, response.status,
                      call.operation.name if call.operation else "-", (time.perf_counter() - started) * 1000)
+        return response
 
     @staticmethod
     def _request_of(scope: dict[str, Any]) -> HttpRequest:
@@ -100,13 +111,18 @@ class Gateway:
         )
 
     # ------------------------------------------------------------ pipeline
-    async def _handle(self, call: _Call, receive: Any) -> HttpResponse:
+    async def _handle(self, call: _Call, receive: Any, services: frozenset[str] | None = None) -> HttpResponse:
         request = call.request
         self._route(call)
+        if services is not None and (call.route is None or call.route.service not in services):
+            raise AwsError("UnknownOperationException",
+                           f"This endpoint serves {', '.join(sorted(services))} only; send other calls to "
+                           "the server's main endpoint (AWS_ENDPOINT_URL).", 404)
         signed = self._signed_request(call)
         streaming = self._is_streaming(call)
         if not streaming:
-            request.body = await _read_body(receive)
+            if receive is not None:
+                request.body = await _read_body(receive)
             if call.route is None or call.route.protocol == "query":
                 call.form = query_protocol.form_params(request)
                 call.route = self.catalog.route(request, call.form) or call.route
@@ -269,6 +285,15 @@ class Gateway:
         if streaming:
             request.stream = _body_stream(request, signed, signing_key, receive)
         return credential
+
+
+#: Request ids: a random prefix per process and a counter (cheaper than a UUID per call, still unique).
+_ID_PREFIX = secrets.token_hex(6).upper()
+_id_counter = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):08X}"
 
 
 def _signed_path(request: HttpRequest) -> str:

@@ -331,6 +331,7 @@ class NotebookController:
             "JUPYTER_PLATFORM_DIRS": "1",
             "JUPYTER_PREFER_ENV_PATH": "0",  # the instance's kernelspecs (and the user's) before the venv's
             "AWS_ENDPOINT_URL": self.server_url,
+            **({"AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.platform.runtime_url} if self.platform.runtime_url else {}),
             "AWS_DEFAULT_REGION": self.settings.region,
             "AWS_REGION": self.settings.region,
             "AWS_CONFIG_FILE": str(runtime / "aws-config"),

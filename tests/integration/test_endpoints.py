@@ -372,3 +372,108 @@ def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
         assert len(scores) == 5 and all(0 <= float(s) <= 1 for s in scores)
     finally:
         tls.stop()
+
+
+# --------------------------------------------------------------------------- the runtime port
+
+
+def _signed_invoke(server: ServerProcess, endpoint: str, body: bytes) -> bytes:
+    """One InvokeEndpoint as raw HTTP/1.1 bytes, signed by botocore for the runtime port."""
+    from urllib.parse import urlsplit
+
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    url = server.endpoint_url("sagemaker-runtime")
+    request = AWSRequest("POST", f"{url}/endpoints/{endpoint}/invocations", data=body,
+                         headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+    SigV4Auth(Credentials(server.env["AWS_ACCESS_KEY_ID"], server.env["AWS_SECRET_ACCESS_KEY"]),
+              "sagemaker", server.env["AWS_DEFAULT_REGION"]).add_auth(request)
+    lines = [f"POST /endpoints/{endpoint}/invocations HTTP/1.1", f"Host: {urlsplit(url).netloc}",
+             f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() not in ("host", "content-length")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _raw_exchange(server: ServerProcess, payload: bytes, responses: int) -> list[tuple[int, bytes, bytes]]:
+    """Send ``payload`` on one connection and read ``responses`` answers: (status, head, body)."""
+    import http.client
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server.endpoint_url("sagemaker-runtime"))
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(payload)
+        reader = sock.makefile("rb")
+        answers = []
+        for _ in range(responses):
+            status = int(reader.readline().split()[1])
+            head = http.client.parse_headers(reader)
+            answers.append((status, bytes(head), reader.read(int(head["Content-Length"]))))
+        return answers
+
+
+def test_runtime_port_serves_invoke_like_the_main_port(server: ServerProcess, trained: dict[str, Any]) -> None:
+    assert server.endpoint_url("sagemaker-runtime") != server.url  # `sagestack env` names the runtime port
+    name, _ = _endpoint(server, [_variant(_model(server, trained))])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    body = _csv(trained["features"][:4])
+    via_runtime = server.client("sagemaker-runtime").invoke_endpoint(EndpointName=name, ContentType="text/csv",
+                                                                     Body=body)
+    via_main = server.client("sagemaker-runtime", endpoint_url=server.url).invoke_endpoint(
+        EndpointName=name, ContentType="text/csv", Body=body)
+    assert via_runtime["Body"].read() == via_main["Body"].read()
+    assert via_runtime["InvokedProductionVariant"] == via_main["InvokedProductionVariant"] == "AllTraffic"
+
+    # Keep-alive and pipelining: two signed requests in one write come back in order on one connection.
+    one, two = _csv(trained["features"][:1]).encode(), _csv(trained["features"][1:3]).encode()
+    answers = _raw_exchange(server, _signed_invoke(server, name, one) + _signed_invoke(server, name, two), 2)
+    assert [status for status, _, _ in answers] == [200, 200]
+    assert len(answers[0][2].split()) == 1 and len(answers[1][2].split()) == 2
+    assert b"x-amzn-invoked-production-variant: alltraffic" in answers[0][1].lower()
+
+
+def test_runtime_port_refuses_what_it_does_not_serve(server: ServerProcess) -> None:
+    runtime_url = server.endpoint_url("sagemaker-runtime")
+    with pytest.raises(ClientError) as excinfo:
+        server.client("sts", endpoint_url=runtime_url).get_caller_identity()
+    error = _error(excinfo)
+    assert (error["status"], error["Code"]) == (404, "UnknownOperationException")
+    assert "AWS_ENDPOINT_URL" in error["Message"]
+    with pytest.raises(ClientError) as excinfo:
+        server.client("sagemaker-runtime", aws_secret_access_key="x" * 40).invoke_endpoint(
+            EndpointName="any", ContentType="text/csv", Body="1")
+    assert (_error(excinfo)["status"], _error(excinfo)["Code"]) == (403, "InvalidSignatureException")
+    with pytest.raises(ClientError) as excinfo:
+        server.client("sagemaker-runtime").invoke_endpoint(EndpointName="any", ContentType="text/csv",
+                                                           Body=b"1," * (3 * 1024 * 1024 + 10))
+    error = _error(excinfo)
+    assert (error["status"], error["Code"]) == (400, "ValidationError") and "6291456" in error["Message"]
+    # Past the port's buffering limit the body is not read at all: a plain 413, and the connection ends.
+    [(status, head, body)] = _raw_exchange(
+        server, b"POST /endpoints/x/invocations HTTP/1.1\r\nHost: h\r\nContent-Length: 9000000\r\n\r\n", 1)
+    assert status == 413 and b"larger than" in body and b"Connection: close" in head
+    [(status, _, body)] = _raw_exchange(server, b"NOT HTTP AT ALL\r\n\r\n", 1)
+    assert status == 400 and b"Malformed HTTP request" in body
+
+
+def test_compiled_trees_take_over_with_the_same_scores(server: ServerProcess, trained: dict[str, Any]) -> None:
+    from tests.integration.training_support import load_model
+
+    name, _ = _endpoint(server, [_variant(_model(server, trained))])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    logs, group = server.client("logs"), f"/aws/sagemaker/Endpoints/{name}"
+    deadline = time.monotonic() + 60
+    messages: list[str] = []
+    while time.monotonic() < deadline and not any("compiled trees serving" in m for m in messages):
+        time.sleep(0.5)
+        messages = [e["message"] for e in logs.filter_log_events(logGroupName=group)["events"]]
+    assert any("predictor=CompiledPredictor" in m for m in messages), messages
+    features = trained["features"][:500]
+    reference = load_model(server, trained["model_data"]).predict(__import__("xgboost").DMatrix(features))
+    runtime = server.client("sagemaker-runtime")
+    batch = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=_csv(features))
+    single = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=_csv(features[:1]))
+    np.testing.assert_allclose([float(v) for v in batch["Body"].read().split()], reference, atol=1e-6, rtol=0)
+    assert float(single["Body"].read()) == pytest.approx(float(reference[0]), abs=1e-6)

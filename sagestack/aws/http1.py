@@ -1,0 +1,226 @@
+"""A lean HTTP/1.1 front for the gateway: small, fully buffered calls on a port of their own.
+
+The main port runs uvicorn and ASGI, which every kind of call needs somewhere
+(streamed S3 bodies, WebSockets of notebooks, flow control). For the hottest call
+of all, a one-row InvokeEndpoint, that machinery — scope dicts, a task and
+message dicts per request, middleware — costs more than routing, SigV4 and the
+model together. This front is an ``asyncio.Protocol`` fed by ``httptools``
+that hands each complete request straight to :meth:`Gateway.respond` and writes
+the answer in one ``write``: the same pipeline (authentication, parsing,
+validation, AWS-shaped errors), without ASGI. AWS, too, serves the runtime on a
+host of its own (``runtime.sagemaker.<region>.amazonaws.com``); clients find this
+one through ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, which ``sagestack env`` prints.
+
+Requests are answered one at a time per connection, in order (pipelined ones
+wait their turn, reading pauses meanwhile); bodies are limited to ``max_body``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from sagestack.aws.http import HttpRequest, HttpResponse
+
+if TYPE_CHECKING:
+    from sagestack.aws.gateway import Gateway
+
+log = logging.getLogger("sagestack.http1")
+
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 413: "Payload Too Large",
+            424: "Failed Dependency", 429: "Too Many Requests", 500: "Internal Server Error",
+            503: "Service Unavailable"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class FrontServer:
+    """Listens on one port and serves the gateway's calls of the given services."""
+
+    def __init__(self, gateway: Gateway, services: frozenset[str], max_body: int,
+                 idle_timeout: float = 75.0) -> None:
+        self.gateway = gateway
+        self.idle_timeout = idle_timeout
+        self.services = services
+        self.max_body = max_body
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Listen; returns the bound port (useful with ``port=0``)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Connection(self), host, port, ssl=ssl_context,
+                                                backlog=1024, reuse_address=True)
+        loop.call_later(self.idle_timeout, self._sweep_idle, loop)
+        return self._server.sockets[0].getsockname()[1]
+
+    def _sweep_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close keep-alive connections that sent nothing for one to two idle periods."""
+        if self._server is None:
+            return
+        for connection in list(self.connections):
+            if not connection.active and connection.worker is None:
+                connection.close()
+            connection.active = False
+        loop.call_later(self.idle_timeout, self._sweep_idle, loop)
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.close()
+        for connection in list(self.connections):
+            connection.close()
+        await self._server.wait_closed()
+        self._server = None
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, front: FrontServer) -> None:
+        self.front = front
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        #: (request or ready answer, keep-alive, close after a "Connection: close" answer)
+        self.pending: deque[tuple[HttpRequest | HttpResponse, bool, bool]] = deque()
+        self.closing = False
+        self.active = True
+        self.worker: asyncio.Task[None] | None = None
+        self._begin()
+
+    def _begin(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+
+    # ----------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK stall on keep-alive
+        self.front.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.front.connections.discard(self)
+        self.transport = None
+        if self.worker is not None:
+            self.worker.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        self.active = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "Protocol upgrades are not served on this port.")
+        except httptools.HttpParserError as exc:
+            self._refuse(400, f"Malformed HTTP request: {exc}")
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+            self.front.connections.discard(self)
+
+    # ----------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._begin()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self.headers[key] = f"{self.headers[key]},{text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        length = self.headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.front.max_body:
+            self._reject_too_large()
+        elif self.headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        if self.too_large:
+            return  # answered already; the rest is read and dropped
+        self.size += len(body)
+        if self.size > self.front.max_body:  # chunked bodies announce no length
+            self._reject_too_large()
+        else:
+            self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.too_large:
+            self.closing = True  # the 413 said so; close once it has been written
+            if self.worker is None:
+                self.close()
+            return
+        path, _, query = self.url.decode("latin-1").partition("?")
+        request = HttpRequest(method=self.parser.get_method().decode(), raw_path=path, query_string=query,
+                              headers=self.headers, body=b"".join(self.parts))
+        self._enqueue(request, self.parser.should_keep_alive())
+
+    def _reject_too_large(self) -> None:
+        # Answered now, but the connection closes only once the body has been read: closing on unread
+        # bytes sends a reset, which can destroy the answer before the client reads it.
+        self.too_large = True
+        self._enqueue(_plain(413, f"The request body is larger than {self.front.max_body} bytes."), False,
+                      close=False)
+
+    def _enqueue(self, item: HttpRequest | HttpResponse, keep_alive: bool, close: bool = True) -> None:
+        self.pending.append((item, keep_alive, close))
+        if self.worker is None:
+            if self.transport is not None:
+                self.transport.pause_reading()  # one request at a time; the rest wait in the socket
+            self.worker = asyncio.get_running_loop().create_task(self._drain())
+
+    # ----------------------------------------------------------------- answering
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending and self.transport is not None:
+                item, keep_alive, close = self.pending.popleft()
+                if isinstance(item, HttpRequest):
+                    response = await self.front.gateway.respond(item, self.front.services)
+                else:
+                    response = item
+                self._write(response, keep_alive, head=isinstance(item, HttpRequest) and item.method == "HEAD",
+                            close=close or self.closing)
+        finally:
+            self.worker = None
+            if self.closing:
+                self.close()
+            elif self.transport is not None:
+                self.transport.resume_reading()
+
+    def _write(self, response: HttpResponse, keep_alive: bool, head: bool = False, close: bool = True) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        body = response.body if isinstance(response.body, bytes | bytearray) else b""
+        reason = _REASONS.get(response.status, "Status")
+        lines = [f"HTTP/1.1 {response.status} {reason}"]
+        lines.extend(f"{name}: {value}" for name, value in response.headers if name.lower() != "content-length")
+        lines.append(f"Content-Length: {len(body)}")
+        if not keep_alive:
+            lines.append("Connection: close")
+        head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        transport.write(head_bytes if head else head_bytes + body)  # one segment for small answers
+        if not keep_alive and close:
+            self.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        self.pending.clear()
+        self._write(_plain(status, message), keep_alive=False)
+
+
+def _plain(status: int, message: str) -> HttpResponse:
+    return HttpResponse(status, [("Content-Type", "text/plain; charset=utf-8")], message.encode())
