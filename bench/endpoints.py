@@ -6,9 +6,16 @@ In one run, on one model (the tutorial's job trained on the Adult data):
   by botocore once per connection; the signed request is replayed, which SigV4
   allows for 15 minutes), p50/p99 with 1 client and max throughput with
   8 clients against 1 and 2 instances;
+  on the runtime port (``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, the lean front) and,
+  for comparison, on the main port (uvicorn/ASGI);
 - the same single row POSTed straight to one model server (no router, no auth);
 - in-process prediction of the same model;
 - all 6,513 test rows in one InvokeEndpoint.
+
+Load comes from wrk (as in shared/reference/serving-anchors.md) when it is installed
+(`apt-get install wrk`), else from a Python asyncio client, which itself takes a
+good share of the two cores. Model servers are measured after their compiled trees
+took over (the log line says when).
 
 Targets (issue 5): InService <= 2 s; p50 <= 1 ms; >= 4,000 req/s with 2 instances;
 6,513 rows in one request <= 50 ms.
@@ -17,8 +24,12 @@ Targets (issue 5): InService <= 2 s; p50 <= 1 ms; >= 4,000 req/s with 2 instance
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +75,8 @@ def direct_bytes(port: int, body: bytes) -> bytes:
 
 
 def measure(host: str, port: int, payload: bytes, seconds: float, clients: int) -> tuple[float, float, float, dict]:
+    if shutil.which("wrk"):
+        return _measure_with_wrk(host, port, payload, seconds, clients)
     queue: mp.Queue = mp.Queue()
     worker = mp.Process(target=_load, args=(host, port, payload, seconds, clients, queue))
     worker.start()
@@ -72,6 +85,41 @@ def measure(host: str, port: int, payload: bytes, seconds: float, clients: int) 
     latencies.sort()
     return (len(latencies) / elapsed, statistics.median(latencies) * 1000,
             latencies[int(len(latencies) * 0.99)] * 1000, statuses)
+
+
+def _measure_with_wrk(host: str, port: int, payload: bytes, seconds: float,
+                      clients: int) -> tuple[float, float, float, dict]:
+    """wrk replaying the raw request (-t1, keep-alive connections): rate, p50 and p99 in ms."""
+    head, body = payload.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    script = [f"wrk.method = {json.dumps(lines[0].split()[0])}", f"wrk.path = {json.dumps(lines[0].split()[1])}",
+              f"wrk.body = {json.dumps(body.decode())}"]
+    for line in lines[1:]:
+        name, value = line.split(": ", 1)
+        if name.lower() not in ("host", "content-length"):
+            script.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
+    script.append("done = function(summary, latency, requests)\n"
+                  "  io.write(string.format('RESULT %d %d %f %f %d\\n', summary.requests, summary.duration,\n"
+                  "    latency:percentile(50), latency:percentile(99), summary.errors.status))\nend")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write("\n".join(script))
+    try:
+        output = subprocess.run(["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "-s", handle.name,
+                                 f"http://{host}:{port}"], capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(handle.name)
+    requests, micros, p50, p99, bad = (float(v) for v in output.split("RESULT ", 1)[1].split())
+    return requests / (micros / 1e6), p50 / 1000, p99 / 1000, {"non-2xx": int(bad), "total": int(requests)}
+
+
+def wait_for_compiled(server: ServerProcess, endpoint: str, timeout: float = 60) -> None:
+    logs, deadline = server.client("logs"), time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = logs.filter_log_events(logGroupName=f"/aws/sagemaker/Endpoints/{endpoint}")["events"]
+        if sum("compiled trees serving" in e["message"] for e in events) >= 1:
+            return
+        time.sleep(0.5)
+    print(f"(endpoint {endpoint}: compiled trees not serving after {timeout:.0f} s; measuring xgboost's predictor)")
 
 
 def deploy(server: ServerProcess, model: str, count: int) -> tuple[str, float]:
@@ -126,15 +174,23 @@ def main() -> None:
             two, created_two = deploy(server, model, 2)
             print(f"CreateEndpoint -> InService: 1 instance {created_one:.2f} s, 2 instances {created_two:.2f} s "
                   "(target <= 2 s; SageMaker: about 4.5 minutes)")
+            wait_for_compiled(server, one)
+            wait_for_compiled(server, two)
 
-            signed_one = invoke_bytes(server.url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], one, row)
-            signed_two = invoke_bytes(server.url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], two, row)
+            key, secret = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
+            runtime_url = server.endpoint_url("sagemaker-runtime")
+            rt = urlsplit(runtime_url)
+            signed_one = invoke_bytes(runtime_url, key, secret, one, row)
+            signed_two = invoke_bytes(runtime_url, key, secret, two, row)
+            main_two = invoke_bytes(server.url, key, secret, two, row)
             port = model_server_port(server, one)
-            measure(url.hostname, url.port, signed_one, 1.0, 8)  # warm up
+            print(f"load generator: {'wrk -t1' if shutil.which('wrk') else 'Python asyncio client'}")
+            measure(rt.hostname, rt.port, signed_one, 1.0, 8)  # warm up
             for label, host, target_port, payload, clients in (
-                ("InvokeEndpoint, 1 instance, 1 client ", url.hostname, url.port, signed_one, 1),
-                ("InvokeEndpoint, 1 instance, 8 clients", url.hostname, url.port, signed_one, 8),
-                ("InvokeEndpoint, 2 instances, 8 clients", url.hostname, url.port, signed_two, 8),
+                ("InvokeEndpoint, 1 instance, 1 client ", rt.hostname, rt.port, signed_one, 1),
+                ("InvokeEndpoint, 1 instance, 8 clients", rt.hostname, rt.port, signed_one, 8),
+                ("InvokeEndpoint, 2 instances, 8 clients", rt.hostname, rt.port, signed_two, 8),
+                ("  same on the main port (ASGI)        ", url.hostname, url.port, main_two, 8),
                 ("direct model server, 1 client        ", "127.0.0.1", port, direct_bytes(port, row), 1),
                 ("direct model server, 8 clients       ", "127.0.0.1", port, direct_bytes(port, row), 8),
             ):

@@ -2,7 +2,8 @@
 
 The router forwards every InvokeEndpoint through here, so it is kept minimal:
 one pool of idle connections per instance, requests written as one buffer,
-responses framed by Content-Length (or chunked), Nagle off.
+responses parsed by httptools inside an ``asyncio.Protocol`` (no stream reader,
+no task per request: a future and a timer), Nagle off.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
+
+import httptools
 
 
 class UpstreamError(ConnectionError):
@@ -23,59 +26,124 @@ class UpstreamResponse:
     body: bytes
 
 
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; at most one request in flight."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[tuple[UpstreamResponse, bool]] | None = None
+        self.headers: dict[str, str] = {}
+        self.parts: list[bytes] = []
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail(UpstreamError(f"the model server closed the connection{f': {exc}' if exc else ''}"))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"bad response from the model server: {exc}"))
+            self.close()
+
+    def send(self, payload: bytes) -> asyncio.Future[tuple[UpstreamResponse, bool]]:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.headers, self.parts = {}, []
+        self.transport.write(payload)
+        return self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(error)
+
+    # ----------------------------------------------------------------- parser callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.parts))
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result((response, self.parser.should_keep_alive()))
+        elif self.waiter is None:
+            self.close()  # an answer nobody asked for: the connection is out of step
+
+
 class UpstreamPool:
     def __init__(self, host: str, port: int, max_idle: int = 64, timeout: float = 60.0) -> None:
         self.host = host
         self.port = port
         self.max_idle = max_idle
         self.timeout = timeout
-        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._idle: list[_Connection] = []
+        self._head = f"Host: {host}:{port}\r\n".encode("latin-1")
         #: The loop the connections belong to; they may only be closed from it.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
-        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(body)}"]
-        head.extend(f"{name}: {value}" for name, value in headers.items())
-        payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        lines = [f"{method} {path} HTTP/1.1", f"Content-Length: {len(body)}"]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        payload = b"".join(((lines[0] + "\r\n").encode("latin-1"), self._head,
+                            ("\r\n".join(lines[1:]) + "\r\n\r\n").encode("latin-1"), body))
         reused = bool(self._idle)
         try:
             return await self._exchange(payload)
-        except (UpstreamError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (UpstreamError, OSError) as exc:
             if not reused:
                 raise UpstreamError(str(exc)) from exc
         # A pooled connection may have been closed by the server meanwhile: one fresh try.
         self.close()
         try:
             return await self._exchange(payload)
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except OSError as exc:
             raise UpstreamError(str(exc)) from exc
 
     async def _exchange(self, payload: bytes) -> UpstreamResponse:
-        reader, writer = await self._connection()
+        connection = await self._connection()
+        waiter = connection.send(payload)
+        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, waiter, self.timeout)
         try:
-            writer.write(payload)
-            response, keep = await asyncio.wait_for(_read_response(reader), self.timeout)
+            response, keep = await waiter
         except BaseException:
-            writer.close()
+            connection.close()
             raise
-        if keep and len(self._idle) < self.max_idle:
-            self._idle.append((reader, writer))
+        finally:
+            timer.cancel()
+        connection.waiter = None
+        if keep and connection.usable and len(self._idle) < self.max_idle:
+            self._idle.append(connection)
         else:
-            writer.close()
+            connection.close()
         return response
 
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connection(self) -> _Connection:
         while self._idle:
-            reader, writer = self._idle.pop()
-            if not writer.is_closing() and not reader.at_eof():
-                return reader, writer
-            writer.close()
+            connection = self._idle.pop()
+            if connection.usable:
+                return connection
+            connection.close()
         self._loop = asyncio.get_running_loop()
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=2**22)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return reader, writer
+        _, connection = await self._loop.create_connection(_Connection, self.host, self.port)
+        return connection
 
     def close(self) -> None:
         """Drop idle connections; safe from any thread (transports are closed on their own loop)."""
@@ -93,36 +161,11 @@ class UpstreamPool:
             loop.call_soon_threadsafe(_close_all, idle)
 
 
-def _close_all(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
-    for _, writer in connections:
-        writer.close()
+def _expire(waiter: asyncio.Future[tuple[UpstreamResponse, bool]], timeout: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamError(f"the model server did not answer within {timeout:g} s"))
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[UpstreamResponse, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[1].isdigit():
-        raise UpstreamError(f"bad status line {lines[0]!r}")
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        body = await _read_chunked(reader)
-    else:
-        body = await reader.readexactly(int(headers.get("content-length", "0")))
-    keep = headers.get("connection", "").lower() != "close" and parts[0] == "HTTP/1.1"
-    return UpstreamResponse(int(parts[1]), headers, body), keep
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks = []
-    while True:
-        size = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
-        if size == 0:
-            await reader.readline()
-            return b"".join(chunks)
-        chunks.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+def _close_all(connections: list[_Connection]) -> None:
+    for connection in connections:
+        connection.close()
