@@ -27,7 +27,7 @@ class HttpRequest:
     query: dict[str, list[str]] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.query = parse_qs(self.query_string, keep_blank_values=True)
+        self.query = parse_qs(self.query_string, keep_blank_values=True) if self.query_string else {}
 
     @property
     def path(self) -> str:

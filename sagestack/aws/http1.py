@@ -87,6 +87,7 @@ class _Connection(asyncio.Protocol):
         #: (request or ready answer, keep-alive, close after a "Connection: close" answer)
         self.pending: deque[tuple[HttpRequest | HttpResponse, bool, bool]] = deque()
         self.closing = False
+        self.paused = False
         self.active = True
         self.worker: asyncio.Task[None] | None = None
         self._begin()
@@ -178,9 +179,12 @@ class _Connection(asyncio.Protocol):
     def _enqueue(self, item: HttpRequest | HttpResponse, keep_alive: bool, close: bool = True) -> None:
         self.pending.append((item, keep_alive, close))
         if self.worker is None:
-            if self.transport is not None:
-                self.transport.pause_reading()  # one request at a time; the rest wait in the socket
             self.worker = asyncio.get_running_loop().create_task(self._drain())
+        elif not self.paused and self.transport is not None:
+            # A pipelining client: the rest waits in the socket until this batch is answered. (Pausing
+            # only then saves two epoll calls per request for the usual one-at-a-time client.)
+            self.transport.pause_reading()
+            self.paused = True
 
     # ----------------------------------------------------------------- answering
 
@@ -198,8 +202,9 @@ class _Connection(asyncio.Protocol):
             self.worker = None
             if self.closing:
                 self.close()
-            elif self.transport is not None:
+            elif self.paused and self.transport is not None:
                 self.transport.resume_reading()
+                self.paused = False
 
     def _write(self, response: HttpResponse, keep_alive: bool, head: bool = False, close: bool = True) -> None:
         transport = self.transport

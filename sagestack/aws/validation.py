@@ -74,13 +74,30 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
+#: Per structure shape: (required (name, wire path name) pairs, members (name, shape, wire path name)).
+_PLANS: dict[Shape, tuple[tuple[tuple[str, str], ...], dict[str, tuple[Shape, str]]]] = {}
+
+
+
+def _plan(shape: Shape) -> tuple[tuple[tuple[str, str], ...], dict[str, tuple[Shape, str]]]:
+    # Every request of an operation walks the same shapes: look their facts up once.
+    plan = _PLANS.get(shape)
+    if plan is None:
+        required = tuple((name, _lower_camel(name)) for name in shape.metadata.get("required", []))
+        members = {name: (member, _lower_camel(name)) for name, member in shape.members.items()}
+        plan = _PLANS[shape] = (required, members)
+    return plan
+
+
 def _check_structure(shape: Shape, value: dict[str, Any], path: str, out: _Collector) -> None:
-    for name in shape.metadata.get("required", []):
+    required, members = _plan(shape)
+    for name, wire in required:
         if value.get(name) is None:
-            out.add(None, _join(path, _lower_camel(name)), "Member must not be null")
-    for name, member in shape.members.items():
-        if name in value and value[name] is not None:
-            _check(member, value[name], _join(path, _lower_camel(name)), out)
+            out.add(None, _join(path, wire), "Member must not be null")
+    for name, (member, wire) in members.items():  # the model's order: errors are listed in it
+        item = value.get(name)
+        if item is not None:
+            _check(member, item, _join(path, wire), out)
 
 
 def _check(shape: Shape, value: Any, path: str, out: _Collector) -> None:

@@ -119,6 +119,7 @@ class _MachineCounters:
 
     def __init__(self) -> None:
         self._cpu = psutil.cpu_times(percpu=True)
+        self._cpu_last: dict[int, tuple[float, float]] = {}
         self._disk = psutil.disk_io_counters()
         self._net = psutil.net_io_counters()
         self._at = time.monotonic()
@@ -144,9 +145,13 @@ class _MachineCounters:
             busy1, wait1, total1 = _busy_and_total(b)
             span = total1 - total0
             if span <= 0:
-                continue
-            busy = min(max(100.0 * (busy1 - busy0) / span, 0.0), 100.0)
-            wait = min(max(100.0 * (wait1 - wait0) / span, 0.0), 100.0)
+                # Samples closer than the kernel's tick (the final one at stop can be): the counters have
+                # not moved, so repeat this CPU's last figures; every sample keeps one record per CPU.
+                busy, wait = self._cpu_last.get(i, (0.0, 0.0))
+            else:
+                busy = min(max(100.0 * (busy1 - busy0) / span, 0.0), 100.0)
+                wait = min(max(100.0 * (wait1 - wait0) / span, 0.0), 100.0)
+                self._cpu_last[i] = (busy, wait)
             lines.append(_record("cpu", f"cpu{i}", "CPUUtilization", busy, host, ts))
             lines.append(_record("cpu", f"cpu{i}", "I/OWaitPercentage", wait, host, ts))
         return lines

@@ -72,11 +72,19 @@ class CompiledPredictor:
         self._predict_row = self._lib.predict
         self._predict_row.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)
         self._predict_row.restype = None
+        # One-row requests reuse these buffers (a model server handles one request at a time), so the
+        # common case allocates nothing but its result.
+        self._entry = np.empty(self.num_features, dtype=np.float32)
+        self._entry_bits = self._entry.view(np.int32)
+        self._row_out = np.zeros(self.outputs, dtype=np.float32)
+        self._entry_address, self._row_out_address = self._entry.ctypes.data, self._row_out.ctypes.data
 
     def dense(self, rows: np.ndarray) -> np.ndarray:
         if rows.ndim != 2 or rows.shape[1] != self.num_features:
             return self._fallback.dense(rows)  # the generated code reads exactly num_features values
         count = rows.shape[0]
+        if count == 1:
+            return self._one_row(rows[0])
         if count > ROW_LOOP_LIMIT:
             import tl2cgen
 
@@ -91,6 +99,17 @@ class CompiledPredictor:
             for i in range(count):
                 self._predict_row(base + i * row_bytes, 0, target + i * out_bytes)
         return out.reshape(count) if self.outputs == 1 else out.reshape(count, self.outputs)
+
+    def _one_row(self, row: np.ndarray) -> np.ndarray:
+        entry = self._entry
+        entry[:] = row
+        missing = np.isnan(entry)
+        if missing.any():
+            self._entry_bits[missing] = _MISSING
+        out = self._row_out
+        out.fill(0.0)  # the generated code adds into it
+        self._predict_row(self._entry_address, 0, self._row_out_address)
+        return out.reshape(1).copy() if self.outputs == 1 else out.reshape(1, self.outputs).copy()
 
     def sparse(self, rows: SparseRows) -> np.ndarray:
         return self._fallback.sparse(rows)

@@ -89,6 +89,25 @@ def _routes(service: ServiceModel) -> list[_Route]:
     return sorted(routes, key=lambda r: -r.score())
 
 
+@lru_cache(maxsize=32)
+def _routes_by_start(service: ServiceModel) -> dict[tuple[str, str], list[_Route]]:
+    """The routes a (method, first path segment) can match, most specific first.
+
+    A route whose first segment is a label can match any first segment, so it is
+    in every list of its method (and in the ``""`` list, for paths not listed).
+    """
+    routes = _routes(service)
+    starts = {(r.method, r.segments[0]) for r in routes if r.segments and not r.segments[0].startswith("{")}
+    starts |= {(r.method, "") for r in routes}
+    return {
+        (method, first): [
+            r for r in routes
+            if r.method == method and (not r.segments or r.segments[0].startswith("{") or r.segments[0] == first)
+        ]
+        for method, first in starts
+    }
+
+
 def _match_path(segments: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
     labels: dict[str, str] = {}
     for index, template in enumerate(segments):
@@ -118,9 +137,9 @@ def match_operation(service: ServiceModel, request: HttpRequest) -> tuple[str, d
     """Return (operation name, URI labels) for the request, or None."""
     parts = _path_parts(request.raw_path)
     trimmed = parts[:-1] if parts and parts[-1] == "" else parts
-    for route in _routes(service):
-        if route.method != request.method:
-            continue
+    by_start = _routes_by_start(service)
+    candidates = by_start.get((request.method, parts[0] if parts else "")) or by_start.get((request.method, ""), [])
+    for route in candidates:
         if any(
             key not in request.query or (value is not None and request.query_value(key) != value)
             for key, value in route.literal_query
@@ -149,31 +168,57 @@ def parse(
         return {}
     params: dict[str, Any] = {}
     try:
-        for name, member in shape.members.items():
-            value = _parse_located(member, name, request, labels)
+        for located in _located_members(shape):
+            value = _parse_located(located, request, labels)
             if value is not None:
-                params[name] = value
+                params[located.name] = value
         params.update(_parse_body(shape, request, is_xml))
     except WireValueError as exc:
         raise AwsError("InvalidArgument" if is_xml else "ValidationError", str(exc), 400) from exc
     return params
 
 
-def _parse_located(member: Shape, name: str, request: HttpRequest, labels: dict[str, str]) -> Any:
-    location = member.serialization.get("location")
-    wire_name = member.serialization.get("name", name)
+@dataclass(frozen=True)
+class _Located:
+    """A member read from the URI, the query or headers, with its model facts looked up once."""
+
+    name: str
+    location: str
+    #: The wire name; lower-cased for header locations (request headers are lower-case).
+    wire_name: str
+    member: Shape
+
+
+_LOCATED: dict[Shape, tuple[_Located, ...]] = {}
+
+
+def _located_members(shape: Shape) -> tuple[_Located, ...]:
+    # Per input shape, once: every request of an operation walks the same members.
+    plan = _LOCATED.get(shape)
+    if plan is None:
+        entries = []
+        for name, member in shape.members.items():
+            location = member.serialization.get("location")
+            if location in ("uri", "querystring", "header", "headers"):
+                wire_name = member.serialization.get("name", name)
+                if location in ("header", "headers"):
+                    wire_name = wire_name.lower()
+                entries.append(_Located(name, location, wire_name, member))
+        plan = _LOCATED[shape] = tuple(entries)
+    return plan
+
+
+def _parse_located(located: _Located, request: HttpRequest, labels: dict[str, str]) -> Any:
+    location, wire_name, member = located.location, located.wire_name, located.member
+    if location == "header":
+        raw = request.headers.get(wire_name)
+        return None if raw is None else _parse_header(member, raw)
     if location == "uri":
         raw = labels.get(wire_name)
         return None if raw is None else text_to_scalar(raw, member.type_name)
     if location == "querystring":
         return _parse_query_member(member, wire_name, request)
-    if location == "header":
-        raw = request.headers.get(wire_name.lower())
-        return None if raw is None else _parse_header(member, raw)
-    if location == "headers":
-        prefix = wire_name.lower()
-        return {k[len(prefix) :]: v for k, v in request.headers.items() if k.startswith(prefix)} or None
-    return None
+    return {k[len(wire_name) :]: v for k, v in request.headers.items() if k.startswith(wire_name)} or None
 
 
 def _parse_query_member(member: Shape, wire_name: str, request: HttpRequest) -> Any:
