@@ -1,6 +1,6 @@
 """The model-server process of one endpoint instance: SageMaker's container contract over HTTP/1.1.
 
-    python -m sagestack.serving.model_server --model-dir DIR [--host 127.0.0.1] [--port 8080]
+    python -m sagestack.serving.model_server --model-dir DIR [--host 127.0.0.1] [--port 8080] [--unix-socket PATH]
 
 Routes: ``GET /ping`` (200, empty body, once the model is loaded; the model is
 loaded before the port opens), ``POST /invocations`` (see ``xgboost_handler``)
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -295,6 +296,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--port", type=int, default=None, help="default: $SAGEMAKER_BIND_TO_PORT or 8080; 0 = any"
     )
     parser.add_argument(
+        "--unix-socket", default=None,
+        help="also serve on this Unix socket (the platform's router uses it: cheaper than loopback TCP)",
+    )
+    parser.add_argument(
         "--idle-timeout", type=float, default=300.0, help="close keep-alive connections idle this long"
     )
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop")
@@ -313,11 +318,18 @@ def _new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[int], None]) -> None:
+async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[int], None],
+                unix_socket: str | None = None) -> None:
     loop = asyncio.get_running_loop()
+    listeners = []
+    if unix_socket:  # first: once /ping answers on TCP, the router may connect here
+        if os.path.exists(unix_socket):
+            os.unlink(unix_socket)  # left by a killed predecessor
+        listeners.append(await loop.create_unix_server(lambda: HttpConnection(server), unix_socket, backlog=1024))
     listener = await loop.create_server(
         lambda: HttpConnection(server), host, port, backlog=1024, reuse_address=True
     )
+    listeners.append(listener)
     stopped = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
@@ -325,10 +337,15 @@ async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[i
     on_ready(listener.sockets[0].getsockname()[1])
     await stopped.wait()
     # Requests are handled synchronously, so none is half-done here: stop listening, close, go.
-    listener.close()
+    for each in listeners:
+        each.close()
     for conn in list(server.connections):
         conn.close()
-    await listener.wait_closed()
+    for each in listeners:
+        await each.wait_closed()
+    if unix_socket:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(unix_socket)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loop = _new_loop(args.loop)
     try:
-        loop.run_until_complete(serve(server, args.host, port, ready))
+        loop.run_until_complete(serve(server, args.host, port, ready, args.unix_socket))
     except OSError as exc:
         log(f"error: cannot listen on {args.host}:{port}: {exc}")
         return 1

@@ -43,7 +43,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -89,9 +89,12 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    def __init__(self, host: str, port: int, max_idle: int = 64, timeout: float = 60.0) -> None:
+    def __init__(self, host: str, port: int, max_idle: int = 64, timeout: float = 60.0,
+                 unix_socket: str | None = None) -> None:
         self.host = host
         self.port = port
+        #: When set, connections go to this Unix socket of the same server (less kernel work per request).
+        self.unix_socket = unix_socket
         self.max_idle = max_idle
         self.timeout = timeout
         self._idle: list[_Connection] = []
@@ -142,7 +145,10 @@ class UpstreamPool:
                 return connection
             connection.close()
         self._loop = asyncio.get_running_loop()
-        _, connection = await self._loop.create_connection(_Connection, self.host, self.port)
+        if self.unix_socket:
+            _, connection = await self._loop.create_unix_connection(_Connection, self.unix_socket)
+        else:
+            _, connection = await self._loop.create_connection(_Connection, self.host, self.port)
         return connection
 
     def close(self) -> None:
