@@ -45,6 +45,8 @@ log = logging.getLogger("sagestack.endpoints")
 HEALTH_INTERVAL = 0.5
 PING_EVERY = 5.0
 MAX_PAYLOAD = 6 * 1024 * 1024
+#: How long a retired instance (an update's old configuration, a scale-in) may finish its requests.
+DRAIN_SECONDS = 30.0
 
 
 @dataclass
@@ -55,6 +57,8 @@ class Instance:
     healthy: bool = False
     ping_failures: int = 0
     replacing: bool = False
+    #: Requests forwarded and not answered yet (changed on the event loop only).
+    in_flight: int = 0
 
 
 @dataclass
@@ -185,7 +189,7 @@ class EndpointController:
         self._set(name, status="InService", config_name=config_name, pending_config_name=None,
                   failure_reason=None, variants=_current(wanted))
         if old is not None:
-            self._stop_deployment(old)
+            self._retire(list(old.all_instances()))
 
     def _resize(self, name: str, variants: list[dict[str, Any]]) -> None:
         deployment = self.live.get(name)
@@ -201,8 +205,10 @@ class EndpointController:
                 variant.weight = wanted["DesiredWeight"]
                 while len(variant.instances) < wanted["DesiredInstanceCount"]:
                     variant.instances.append(self._start_instance(name, variant))
-                while len(variant.instances) > wanted["DesiredInstanceCount"]:
-                    self._stop_instance(variant.instances.pop())
+                if len(variant.instances) > wanted["DesiredInstanceCount"]:
+                    extra = variant.instances[wanted["DesiredInstanceCount"]:]
+                    variant.instances = variant.instances[: wanted["DesiredInstanceCount"]]
+                    self._retire(extra)
         except DeployError as exc:
             self._set(name, status="InService", failure_reason=str(exc))
             return
@@ -296,6 +302,16 @@ class EndpointController:
         instance.healthy = False
         instance.server.stop()
 
+    def _retire(self, instances: list[Instance]) -> None:
+        """Stop instances no longer routed to once the requests they hold are answered (or DRAIN_SECONDS)."""
+        for instance in instances:
+            instance.healthy = False  # a request that listed it before the switch moves on to another
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while any(i.in_flight for i in instances) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for instance in instances:
+            self._stop_instance(instance)
+
     def _stop_deployment(self, deployment: Deployment) -> None:
         for instance in deployment.all_instances():
             self._stop_instance(instance)
@@ -354,11 +370,14 @@ class EndpointController:
         variant = self._choose_variant(deployment, target_variant)
         started = time.perf_counter()
         for instance in variant.pick():
+            instance.in_flight += 1
             try:
                 response = await instance.server.pool.request("POST", "/invocations", headers, body)
             except UpstreamError:
                 instance.healthy = False  # the monitor replaces it; this request moves on
                 continue
+            finally:
+                instance.in_flight -= 1
             self.metrics.record(name, variant.name, response.status, time.perf_counter() - started)
             return variant.name, response
         self.metrics.record(name, variant.name, 503, time.perf_counter() - started)
