@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from collections import deque
 from typing import TYPE_CHECKING
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from sagestack.aws.http import HttpRequest, HttpResponse
+from sagestack.sockets import set_no_delay
 
 if TYPE_CHECKING:
     from sagestack.aws.gateway import Gateway
@@ -103,9 +103,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no delayed-ACK stall on keep-alive
+        set_no_delay(transport)
         self.front.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httptools
+
+from sagestack.sockets import set_no_delay
 
 if TYPE_CHECKING:
     from sagestack.serving.xgboost_handler import XGBoostHandler
@@ -156,10 +157,7 @@ class HttpConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Without it a keep-alive response can wait ~40 ms for the peer's delayed ACK.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_no_delay(transport)
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

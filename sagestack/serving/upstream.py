@@ -9,10 +9,11 @@ no task per request: a future and a timer), Nagle off.
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass
 
 import httptools
+
+from sagestack.sockets import set_no_delay
 
 
 class UpstreamError(ConnectionError):
@@ -42,9 +43,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_no_delay(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
