@@ -8,7 +8,9 @@ thread and handed over in batches (log events are cheaper in bulk).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -143,6 +145,8 @@ class LocalBackend:
     def __init__(self, warm: bool = True) -> None:
         # Unix socket paths are limited to ~100 bytes: keep them out of deep data dirs.
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="sagestack-")) if warm else None
+        if self.runtime_dir is not None:  # zygote and model-server sockets; gone with a normal exit
+            atexit.register(shutil.rmtree, self.runtime_dir, True)
         self._zygotes: dict[tuple[str, ...], Zygote] = {}
         self._lock = threading.Lock()
         # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, and callers
