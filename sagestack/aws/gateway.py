@@ -53,6 +53,8 @@ class _Call:
     operation: OperationModel | None = None
     labels: dict[str, str] | None = None
     form: dict[str, str] | None = None
+    #: time.perf_counter() when the gateway took the request.
+    received: float = 0.0
 
 
 class Gateway:
@@ -81,7 +83,7 @@ class Gateway:
         return await self._answer(_Call(request, _new_request_id()), None, services)
 
     async def _answer(self, call: _Call, receive: Any, services: frozenset[str] | None = None) -> HttpResponse:
-        started = time.perf_counter()
+        started = call.received = time.perf_counter()
         try:
             response = await self._handle(call, receive, services)
         except AwsError as error:
@@ -150,6 +152,7 @@ class Gateway:
             principal=credential.principal,
             platform=self.platform,
             user_agent=request.headers.get("user-agent", ""),
+            received=call.received,
         )
         if inspect.iscoroutinefunction(handler):
             result = await handler(ctx, params)

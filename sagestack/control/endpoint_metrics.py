@@ -31,6 +31,7 @@ class _Counters:
     errors_5xx: int = 0
     model_errors: int = 0
     latency_sum: float = 0.0
+    overhead_sum: float = 0.0
 
 
 class EndpointMetrics:
@@ -38,12 +39,14 @@ class EndpointMetrics:
         self.db = db
         self._counters: dict[tuple[str, str], _Counters] = {}
 
-    def record(self, endpoint: str, variant: str, status: int, seconds: float) -> None:
+    def record(self, endpoint: str, variant: str, status: int, seconds: float, overhead: float = 0.0) -> None:
+        """One invocation: the model's latency and the platform's own (both in seconds)."""
         counters = self._counters.get((endpoint, variant))
         if counters is None:
             counters = self._counters[(endpoint, variant)] = _Counters()
         counters.invocations += 1
         counters.latency_sum += seconds
+        counters.overhead_sum += max(overhead, 0.0)
         if 400 <= status < 500:
             counters.errors_4xx += 1
             counters.model_errors += 1
@@ -62,12 +65,14 @@ class EndpointMetrics:
         for (endpoint, variant), counters in snapshot.items():
             dims = {"EndpointName": endpoint, "VariantName": variant}
             instances = max(1, len(pids.get((endpoint, variant), [])))
-            latency_us = counters.latency_sum / counters.invocations * 1e6 if counters.invocations else 0.0
+            count = counters.invocations or 1
+            latency_us = counters.latency_sum / count * 1e6
+            overhead_us = counters.overhead_sum / count * 1e6
             values = {
                 "Invocations": counters.invocations,
                 "InvocationsPerInstance": counters.invocations / instances,
                 "ModelLatency": latency_us,
-                "OverheadLatency": 0.0,
+                "OverheadLatency": overhead_us,
                 "Invocation4XXErrors": counters.errors_4xx,
                 "Invocation5XXErrors": counters.errors_5xx,
                 "InvocationModelErrors": counters.model_errors,

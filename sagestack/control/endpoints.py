@@ -363,14 +363,17 @@ class EndpointController:
 
     # ------------------------------------------------------------ routing
     async def invoke(self, name: str, body: bytes, headers: dict[str, str],
-                     target_variant: str | None) -> tuple[str, Any]:
+                     target_variant: str | None, received: float | None = None) -> tuple[str, Any]:
+        """Forward to an instance of the chosen variant; ``received`` (perf_counter) is when the request
+        arrived, so OverheadLatency can count routing, authentication and parsing too."""
         deployment = self.live.get(name)
         if deployment is None:
             raise await self._not_serving(name)
         variant = self._choose_variant(deployment, target_variant)
-        started = time.perf_counter()
+        arrived = received if received is not None else time.perf_counter()
         for instance in variant.pick():
             instance.in_flight += 1
+            asked = time.perf_counter()
             try:
                 response = await instance.server.pool.request("POST", "/invocations", headers, body)
             except UpstreamError:
@@ -378,9 +381,12 @@ class EndpointController:
                 continue
             finally:
                 instance.in_flight -= 1
-            self.metrics.record(name, variant.name, response.status, time.perf_counter() - started)
+            answered = time.perf_counter()
+            # ModelLatency: the instance's answer; OverheadLatency: everything else, failed tries included.
+            model = answered - asked
+            self.metrics.record(name, variant.name, response.status, model, answered - arrived - model)
             return variant.name, response
-        self.metrics.record(name, variant.name, 503, time.perf_counter() - started)
+        self.metrics.record(name, variant.name, 503, 0.0, time.perf_counter() - arrived)
         raise AwsError("ServiceUnavailable", f"No healthy instance of variant {variant.name} is available to "
                                              "serve the request. Try your call again.", 503)
 

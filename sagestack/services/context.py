@@ -35,6 +35,8 @@ class RequestContext:
     platform: Platform
     #: The caller's User-Agent (SDK identification for compatibility switches).
     user_agent: str = ""
+    #: ``time.perf_counter()`` when the gateway took the request (for latency metrics such as OverheadLatency).
+    received: float = 0.0
 
     @property
     def account_id(self) -> str:

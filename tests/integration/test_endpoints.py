@@ -477,3 +477,50 @@ def test_compiled_trees_take_over_with_the_same_scores(server: ServerProcess, tr
     single = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=_csv(features[:1]))
     np.testing.assert_allclose([float(v) for v in batch["Body"].read().split()], reference, atol=1e-6, rtol=0)
     assert float(single["Body"].read()) == pytest.approx(float(reference[0]), abs=1e-6)
+
+
+def test_invocation_metrics_reach_cloudwatch(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invocations, latencies (model and overhead), errors and instance usage, flushed each interval."""
+    from datetime import UTC, datetime, timedelta
+
+    monkeypatch.setenv("SAGESTACK_METRICS_INTERVAL", "1")
+    own = ServerProcess(tmp_path / "metrics-data").start()
+    try:
+        data = adult_bucket(own, tmp_path / "adult")
+        role = execution_role(own)
+        sm = own.client("sagemaker")
+        job = unique("metrics")
+        sm.create_training_job(**training_request(job, role, data["bucket"], [
+            channel("train", data["uris"]["train"])], {"objective": "binary:logistic", "num_round": "5"}))
+        trained = {"role": role, "model_data": wait_for_job(sm, job)["ModelArtifacts"]["S3ModelArtifacts"]}
+        name, _ = _endpoint(own, [_variant(_model(own, trained))])
+        assert _wait(own, name)["EndpointStatus"] == "InService"
+        runtime = own.client("sagemaker-runtime")
+        row = _csv(np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)[:1, 1:])
+        for _ in range(5):
+            runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=row)
+        with pytest.raises(ClientError):
+            runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=",".join(["1"] * 200))  # a 400
+        cloudwatch = own.client("cloudwatch")
+        dims = [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]
+
+        def statistic(namespace: str, metric: str, stat: str) -> float | None:
+            now = datetime.now(UTC)
+            points = cloudwatch.get_metric_statistics(
+                Namespace=namespace, MetricName=metric, Dimensions=dims, StartTime=now - timedelta(minutes=5),
+                EndTime=now + timedelta(minutes=1), Period=60, Statistics=[stat])["Datapoints"]
+            return sum(p[stat] for p in points) if points else None
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (statistic("AWS/SageMaker", "Invocations", "Sum") or 0) < 6:
+            time.sleep(0.5)
+        assert statistic("AWS/SageMaker", "Invocations", "Sum") == 6
+        assert statistic("AWS/SageMaker", "Invocation4XXErrors", "Sum") == 1
+        assert statistic("AWS/SageMaker", "InvocationModelErrors", "Sum") == 1
+        model = statistic("AWS/SageMaker", "ModelLatency", "Maximum")
+        overhead = statistic("AWS/SageMaker", "OverheadLatency", "Maximum")
+        assert model is not None and overhead is not None and model > 0 and overhead > 0  # microseconds
+        assert statistic("/aws/sagemaker/Endpoints", "MemoryUtilization", "Maximum") is not None
+        assert statistic("/aws/sagemaker/Endpoints", "CPUUtilization", "Maximum") is not None
+    finally:
+        own.stop()
