@@ -341,6 +341,20 @@ def _wait_transform(sm: Any, name: str, timeout: float = 120) -> dict[str, Any]:
     raise TimeoutError(name)
 
 
+def _small_endpoint(server: ServerProcess, workdir: Any) -> tuple[str, dict[str, Any]]:
+    """On a server of a test's own: the Adult data, a 5-round model and an InService endpoint of it."""
+    data = adult_bucket(server, workdir / "adult")
+    role = execution_role(server)
+    sm = server.client("sagemaker")
+    job = unique("small")
+    sm.create_training_job(**training_request(job, role, data["bucket"], [
+        channel("train", data["uris"]["train"])], {"objective": "binary:logistic", "num_round": "5"}))
+    trained = {"role": role, "model_data": wait_for_job(sm, job)["ModelArtifacts"]["S3ModelArtifacts"]}
+    name, _ = _endpoint(server, [_variant(_model(server, trained))])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    return name, data
+
+
 def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK's Predictor against an https:// server, trusting its CA through AWS_CA_BUNDLE."""
     import boto3
@@ -353,16 +367,7 @@ def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
     tls = ServerProcess(tmp_path / "tls-data", tls=True).start()
     try:
         assert tls.url.startswith("https://") and "AWS_CA_BUNDLE" in tls.env
-        data = adult_bucket(tls, tmp_path / "adult")
-        role = execution_role(tls)
-        sm = tls.client("sagemaker")
-        job = unique("tls")
-        sm.create_training_job(**training_request(job, role, data["bucket"], [
-            channel("train", data["uris"]["train"])], {"objective": "binary:logistic", "num_round": "5"}))
-        artifacts = wait_for_job(sm, job)["ModelArtifacts"]["S3ModelArtifacts"]
-        trained = {"role": role, "model_data": artifacts}
-        name, _ = _endpoint(tls, [_variant(_model(tls, trained))])
-        assert _wait(tls, name)["EndpointStatus"] == "InService"
+        name, data = _small_endpoint(tls, tmp_path)
         point_sdk_at(tls, data["bucket"], tmp_path, monkeypatch)
         # A fresh boto3 session: the process-wide default one may hold another server's credentials.
         session = sagemaker.Session(boto_session=boto3.Session())
@@ -486,15 +491,7 @@ def test_invocation_metrics_reach_cloudwatch(tmp_path: Any, monkeypatch: pytest.
     monkeypatch.setenv("SAGESTACK_METRICS_INTERVAL", "1")
     own = ServerProcess(tmp_path / "metrics-data").start()
     try:
-        data = adult_bucket(own, tmp_path / "adult")
-        role = execution_role(own)
-        sm = own.client("sagemaker")
-        job = unique("metrics")
-        sm.create_training_job(**training_request(job, role, data["bucket"], [
-            channel("train", data["uris"]["train"])], {"objective": "binary:logistic", "num_round": "5"}))
-        trained = {"role": role, "model_data": wait_for_job(sm, job)["ModelArtifacts"]["S3ModelArtifacts"]}
-        name, _ = _endpoint(own, [_variant(_model(own, trained))])
-        assert _wait(own, name)["EndpointStatus"] == "InService"
+        name, data = _small_endpoint(own, tmp_path)
         runtime = own.client("sagemaker-runtime")
         row = _csv(np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)[:1, 1:])
         for _ in range(5):
