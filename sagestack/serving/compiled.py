@@ -11,7 +11,7 @@ swaps it in. Libraries are cached by model content, so a second instance, a
 replacement or a redeploy of the same model loads one in milliseconds.
 
 One row (the common request) is predicted by calling the generated ``predict``
-function straight through ctypes; batches go through tl2cgen's own predictor.
+function straight through ctypes; more rows go through tl2cgen's own predictor.
 Anything the compiled code cannot do exactly — sparse input, a width other than
 the model's, an objective whose output it shapes differently — stays with the
 native predictor.
@@ -39,8 +39,6 @@ if TYPE_CHECKING:
 
     from sagestack.serving.xgboost_handler import LoadedModel, SparseRows
 
-#: Up to this many rows, calling the generated function per row beats tl2cgen's batch set-up.
-ROW_LOOP_LIMIT = 8
 _MISSING = np.int32(-1)  # the generated code's "missing" marker in its union Entry
 
 
@@ -86,19 +84,9 @@ class CompiledPredictor:
         count = rows.shape[0]
         if count == 1:
             return self._one_row(rows[0])
-        if count > ROW_LOOP_LIMIT:
-            import tl2cgen
+        import tl2cgen
 
-            out = self._batch.predict(tl2cgen.DMatrix(rows, missing=np.nan))
-        else:
-            entries = np.array(rows, dtype=np.float32, order="C")  # a copy: missing values are rewritten
-            bits = entries.view(np.int32)
-            bits[np.isnan(entries)] = _MISSING
-            out = np.zeros((count, self.outputs), dtype=np.float32)  # the generated code adds into it
-            row_bytes, out_bytes = entries.strides[0], out.strides[0]
-            base, target = entries.ctypes.data, out.ctypes.data
-            for i in range(count):
-                self._predict_row(base + i * row_bytes, 0, target + i * out_bytes)
+        out = self._batch.predict(tl2cgen.DMatrix(rows, missing=np.nan))
         return out.reshape(count) if self.outputs == 1 else out.reshape(count, self.outputs)
 
     def _one_row(self, row: np.ndarray) -> np.ndarray:
