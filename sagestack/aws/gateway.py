@@ -64,6 +64,9 @@ class Gateway:
         self.credentials = credentials
         self.platform = platform
         self.virtual_host_suffixes = virtual_host_suffixes
+        self._handlers: dict[tuple[str, str], tuple[Any, bool]] = {}
+        #: (service, operation name) -> its model; botocore's own lookup builds a cache key per call.
+        self._operations: dict[tuple[str, str], OperationModel] = {}
 
     # ------------------------------------------------------------ entry points
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -137,13 +140,7 @@ class Gateway:
         errors = validate(operation.input_shape, params)
         if errors:
             raise AwsError(VALIDATION_CODES[route.service], format_errors(errors), 400)
-        handler = lookup(route.service, operation.name)
-        if handler is None:
-            raise AwsError(
-                "UnsupportedOperation",
-                f"sagestack does not implement the {route.service} operation {operation.name}.",
-                400,
-            )
+        handler, is_async = self._handler(route.service, operation.name)
         ctx = RequestContext(
             service=route.service,
             operation=operation.name,
@@ -154,11 +151,22 @@ class Gateway:
             user_agent=request.headers.get("user-agent", ""),
             received=call.received,
         )
-        if inspect.iscoroutinefunction(handler):
+        if is_async:
             result = await handler(ctx, params)
         else:
             result = await to_thread.run_sync(handler, ctx, params)
         return self._serialize(call, result)
+
+    def _handler(self, service: str, name: str) -> tuple[Any, bool]:
+        """The operation's handler and whether it is a coroutine function (looked up once per operation)."""
+        found = self._handlers.get((service, name))
+        if found is None:
+            handler = lookup(service, name)
+            if handler is None:
+                raise AwsError("UnsupportedOperation",
+                               f"sagestack does not implement the {service} operation {name}.", 400)
+            found = self._handlers[(service, name)] = (handler, inspect.iscoroutinefunction(handler))
+        return found
 
     def _route(self, call: _Call) -> None:
         request = call.request
@@ -195,10 +203,13 @@ class Gateway:
             if matched is None:
                 raise _no_route_error(route)
             name, call.labels = matched
-        if not name or name not in model.operation_names:
-            raise AwsError("InvalidAction", f"The action {name} is not valid for this web service.", 400)
-        call.operation = model.operation_model(name)
-        return call.operation
+        operation = self._operations.get((route.service, name or ""))
+        if operation is None:
+            if not name or name not in model.operation_names:
+                raise AwsError("InvalidAction", f"The action {name} is not valid for this web service.", 400)
+            operation = self._operations[(route.service, name)] = model.operation_model(name)
+        call.operation = operation
+        return operation
 
     def _is_streaming(self, call: _Call) -> bool:
         """Only rest operations whose payload is a streaming blob read the body lazily."""

@@ -326,8 +326,8 @@ def _build(
     token: str | None,
     content_sha256: str | None,
 ) -> SignedRequest:
-    parts = credential.split("/")
-    if len(parts) != 5 or parts[4] != "aws4_request" or not all(parts) or not _is_date(parts[1]):
+    parts = _credential_parts(credential)
+    if parts is None:
         raise AuthFailure(
             AuthFailureKind.MALFORMED,
             'the Credential is mal-formed; expecting "<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request".',
@@ -338,7 +338,7 @@ def _build(
         raise AuthFailure(
             AuthFailureKind.MALFORMED, "the Signature is not a 64-digit hex string.", presigned=presigned
         )
-    names = signed_headers.split(";")
+    names = _signed_header_names(signed_headers)
     if "host" not in names:
         raise AuthFailure(
             AuthFailureKind.MALFORMED,
@@ -357,7 +357,7 @@ def _build(
         date=parts[1],
         region=parts[2],
         service=parts[3],
-        signed_headers=names,
+        signed_headers=list(names),
         signature=signature,
         amz_date=amz_date,
         presigned=presigned,
@@ -368,12 +368,38 @@ def _build(
     )
 
 
+# A client repeats its credential scope and signed-header list on every request of a day:
+# what they parse to is worked out once per distinct string.
+@lru_cache(maxsize=1024)
+def _credential_parts(credential: str) -> tuple[str, ...] | None:
+    parts = tuple(credential.split("/"))
+    if len(parts) != 5 or parts[4] != "aws4_request" or not all(parts) or not _is_date(parts[1]):
+        return None
+    return parts
+
+
+@lru_cache(maxsize=1024)
+def _signed_header_names(signed_headers: str) -> tuple[str, ...]:
+    return tuple(signed_headers.split(";"))
+
+
 def _is_date(value: str) -> bool:
     return len(value) == 8 and value.isascii() and value.isdigit()
 
 
 def _parse_timestamp(value: str, presigned: bool) -> datetime:
-    # Sliced by hand: strptime is several times slower and this runs on every request.
+    parsed = _timestamp(value)
+    if parsed is None:
+        name = "X-Amz-Date" if presigned else "x-amz-date"
+        raise AuthFailure(
+            AuthFailureKind.MALFORMED, f"Invalid date format of header: {name}.", presigned=presigned
+        )
+    return parsed
+
+
+@lru_cache(maxsize=64)  # timestamps have one-second resolution: a busy client repeats each many times
+def _timestamp(value: str) -> datetime | None:
+    # Sliced by hand: strptime is several times slower.
     if len(value) == 16 and value[8] == "T" and value[15] == "Z" and value.isascii():
         digits = value[:8] + value[9:15]
         if digits.isdigit():
@@ -384,10 +410,7 @@ def _parse_timestamp(value: str, presigned: bool) -> datetime:
                 )  # fmt: skip
             except ValueError:
                 pass
-    name = "X-Amz-Date" if presigned else "x-amz-date"
-    raise AuthFailure(
-        AuthFailureKind.MALFORMED, f"Invalid date format of header: {name}.", presigned=presigned
-    )
+    return None
 
 
 # --------------------------------------------------------------------------- verify
@@ -549,7 +572,7 @@ def _payload_line(req: SignedRequest, headers: Mapping[str, str], s3: bool, payl
 
 def _canonical_headers(names: list[str], headers: Mapping[str, str]) -> str:
     # Trimall: strip and collapse inner whitespace runs, as botocore's _header_value does.
-    return "\n".join(f"{name}:{' '.join(headers.get(name, '').split())}" for name in names)
+    return "\n".join([f"{name}:{' '.join(headers.get(name, '').split())}" for name in names])
 
 
 def _canonical_targets(raw_path: str, raw_query: str, s3: bool, presigned: bool) -> Iterator[tuple[str, str]]:
@@ -574,6 +597,7 @@ def _s3_path(raw_path: str) -> str:
     return raw_path or "/"
 
 
+@lru_cache(maxsize=4096)  # clients call the same few paths over and over
 def _service_path(raw_path: str) -> str:
     # SigV4Auth normalizes the path and then encodes the (already encoded) path again.
     return quote(_remove_dot_segments(raw_path), safe=_PATH_SAFE)

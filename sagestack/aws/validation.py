@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -59,8 +60,11 @@ def validate(shape: Shape | None, params: dict[str, Any]) -> list[str]:
     """Return the list of violations (empty when the request is valid)."""
     if shape is None:
         return []
+    checker = _checker(shape)
+    if checker is None:
+        return []
     out = _Collector()
-    _check_structure(shape, params, "", out)
+    checker(params, "", out)
     return out.errors
 
 
@@ -74,92 +78,160 @@ def _join(path: str, name: str) -> str:
     return f"{path}.{name}" if path else name
 
 
-#: Per structure shape: (required (name, wire path name) pairs, members (name, shape, wire path name)).
-_PLANS: dict[Shape, tuple[tuple[tuple[str, str], ...], dict[str, tuple[Shape, str]]]] = {}
+#: (value, path, collector) -> None; None stands for "nothing to check" (no constraint on the shape).
+Checker = Callable[[Any, str, _Collector], None]
+_CHECKERS: dict[Shape, Checker | None] = {}
 
 
-
-def _plan(shape: Shape) -> tuple[tuple[tuple[str, str], ...], dict[str, tuple[Shape, str]]]:
-    # Every request of an operation walks the same shapes: look their facts up once.
-    plan = _PLANS.get(shape)
-    if plan is None:
-        required = tuple((name, _lower_camel(name)) for name in shape.metadata.get("required", []))
-        members = {name: (member, _lower_camel(name)) for name, member in shape.members.items()}
-        plan = _PLANS[shape] = (required, members)
-    return plan
-
-
-def _check_structure(shape: Shape, value: dict[str, Any], path: str, out: _Collector) -> None:
-    required, members = _plan(shape)
-    for name, wire in required:
-        if value.get(name) is None:
-            out.add(None, _join(path, wire), "Member must not be null")
-    for name, (member, wire) in members.items():  # the model's order: errors are listed in it
-        item = value.get(name)
-        if item is not None:
-            _check(member, item, _join(path, wire), out)
-
-
-def _check(shape: Shape, value: Any, path: str, out: _Collector) -> None:
+def _checker(shape: Shape) -> Checker | None:
+    # Every request of an operation walks the same shapes: their constraints are compiled into
+    # closures once, and members without any constraint are skipped outright.
+    if shape in _CHECKERS:
+        return _CHECKERS[shape]
     kind = shape.type_name
     if kind == "structure":
-        if isinstance(value, dict):
-            _check_structure(shape, value, path, out)
-        return
+        _CHECKERS[shape] = checker = _structure_checker(shape)  # stored first: shapes can be recursive
+        return checker
     if kind == "list":
-        _check_size(shape, value, path, out)
-        for index, item in enumerate(value, start=1):
-            if item is not None:
-                _check(shape.member, item, f"{path}.{index}.member", out)
-        return
-    if kind == "map":
-        _check_size(shape, value, path, out)
-        for key, item in value.items():
-            _check(shape.key, key, f"{path}.key", out)
-            if item is not None:
-                _check(shape.value, item, f"{path}.value", out)
-        return
-    if kind in _STRING_TYPES:
-        _check_string(shape, value, path, out)
+        checker = _list_checker(shape)
+    elif kind == "map":
+        checker = _map_checker(shape)
+    elif kind in _STRING_TYPES:
+        checker = _string_checker(shape)
     elif kind in _NUMBER_TYPES:
-        _check_number(shape, value, path, out)
-    elif kind == "blob" and isinstance(value, bytes | bytearray):
-        _check_size(shape, value, path, out)
+        checker = _number_checker(shape)
+    elif kind == "blob":
+        size = _size_checker(shape)
+        checker = None if size is None else _only_for((bytes, bytearray), size)
+    else:
+        checker = None
+    _CHECKERS[shape] = checker
+    return checker
 
 
-def _check_size(shape: Shape, value: Any, path: str, out: _Collector) -> None:
-    try:
-        size = len(value)
-    except TypeError:
-        return
+def _structure_checker(shape: Shape) -> Checker:
+    required = tuple((name, _lower_camel(name)) for name in shape.metadata.get("required", []))
+    members: tuple[tuple[str, str, Checker], ...] | None = None
+
+    def check(value: Any, path: str, out: _Collector) -> None:
+        nonlocal members
+        if not isinstance(value, dict):
+            return
+        if members is None:  # resolved on first use, when every member shape can be compiled
+            members = tuple(
+                (name, _lower_camel(name), checker)
+                for name, member in shape.members.items()
+                if (checker := _checker(member)) is not None
+            )
+        for name, wire in required:
+            if value.get(name) is None:
+                out.add(None, _join(path, wire), "Member must not be null")
+        for name, wire, checker in members:  # the model's order: errors are listed in it
+            item = value.get(name)
+            if item is not None:
+                checker(item, _join(path, wire), out)
+
+    return check
+
+
+def _list_checker(shape: Shape) -> Checker | None:
+    size = _size_checker(shape)
+    item_checker = _checker(shape.member)
+    if size is None and item_checker is None:
+        return None
+
+    def check(value: Any, path: str, out: _Collector) -> None:
+        if size is not None:
+            size(value, path, out)
+        if item_checker is not None:
+            for index, item in enumerate(value, start=1):
+                if item is not None:
+                    item_checker(item, f"{path}.{index}.member", out)
+
+    return check
+
+
+def _map_checker(shape: Shape) -> Checker | None:
+    size = _size_checker(shape)
+    key_checker, value_checker = _checker(shape.key), _checker(shape.value)
+    if size is None and key_checker is None and value_checker is None:
+        return None
+
+    def check(value: Any, path: str, out: _Collector) -> None:
+        if size is not None:
+            size(value, path, out)
+        if not isinstance(value, dict):
+            return
+        for key, item in value.items():
+            if key_checker is not None:
+                key_checker(key, f"{path}.key", out)
+            if item is not None and value_checker is not None:
+                value_checker(item, f"{path}.value", out)
+
+    return check
+
+
+def _size_checker(shape: Shape) -> Checker | None:
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
-    if low is not None and size < low:
-        out.add(value, path, f"Member must have length greater than or equal to {low}")
-    if high is not None and size > high:
-        out.add(value, path, f"Member must have length less than or equal to {high}")
+    if low is None and high is None:
+        return None
+
+    def check(value: Any, path: str, out: _Collector) -> None:
+        try:
+            size = len(value)
+        except TypeError:
+            return
+        if low is not None and size < low:
+            out.add(value, path, f"Member must have length greater than or equal to {low}")
+        if high is not None and size > high:
+            out.add(value, path, f"Member must have length less than or equal to {high}")
+
+    return check
 
 
-def _check_string(shape: Shape, value: Any, path: str, out: _Collector) -> None:
-    if not isinstance(value, str):
-        return
+def _only_for(types: tuple[type, ...], checker: Checker) -> Checker:
+    def check(value: Any, path: str, out: _Collector) -> None:
+        if isinstance(value, types):
+            checker(value, path, out)
+
+    return check
+
+
+def _string_checker(shape: Shape) -> Checker | None:
     enum = shape.enum
-    if enum and value not in enum:
-        out.add(value, path, f"Member must satisfy enum value set: [{', '.join(enum)}]")
-        return
-    _check_size(shape, value, path, out)
+    size = _size_checker(shape)
     pattern = shape.metadata.get("pattern")
-    if pattern:
-        compiled = _compiled(pattern)
+    compiled = _compiled(pattern) if pattern else None
+    if not enum and size is None and compiled is None:
+        return None
+    allowed = frozenset(enum) if enum else None
+
+    def check(value: Any, path: str, out: _Collector) -> None:
+        if not isinstance(value, str):
+            return
+        if allowed is not None and value not in allowed:
+            out.add(value, path, f"Member must satisfy enum value set: [{', '.join(enum)}]")
+            return
+        if size is not None:
+            size(value, path, out)
         # AWS matches the whole value (Java's String.matches), anchored or not.
         if compiled is not None and compiled.fullmatch(value) is None:
             out.add(value, path, f"Member must satisfy regular expression pattern: {pattern}")
 
+    return check
 
-def _check_number(shape: Shape, value: Any, path: str, out: _Collector) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return
+
+def _number_checker(shape: Shape) -> Checker | None:
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
-    if low is not None and value < low:
-        out.add(value, path, f"Member must have value greater than or equal to {low}")
-    if high is not None and value > high:
-        out.add(value, path, f"Member must have value less than or equal to {high}")
+    if low is None and high is None:
+        return None
+
+    def check(value: Any, path: str, out: _Collector) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return
+        if low is not None and value < low:
+            out.add(value, path, f"Member must have value greater than or equal to {low}")
+        if high is not None and value > high:
+            out.add(value, path, f"Member must have value less than or equal to {high}")
+
+    return check

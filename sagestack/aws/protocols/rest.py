@@ -133,8 +133,31 @@ def _path_parts(raw_path: str) -> list[str]:
     return path.split("/") if path else []
 
 
+#: Recent matches: clients repeat the same few requests (one endpoint's invocations, one bucket's keys).
+_MATCHES: dict[tuple[Any, ...], tuple[str, dict[str, str]] | None] = {}
+_MAX_MATCHES = 4096
+
+
 def match_operation(service: ServiceModel, request: HttpRequest) -> tuple[str, dict[str, str]] | None:
     """Return (operation name, URI labels) for the request, or None."""
+    # A match depends only on the method, the path, the query and which route-selecting headers are present.
+    key = (service.service_name, request.method, request.raw_path, request.query_string,
+           *[name in request.headers for name in _selecting_headers(service)])
+    if key in _MATCHES:
+        found = _MATCHES[key]
+    else:
+        if len(_MATCHES) >= _MAX_MATCHES:
+            _MATCHES.clear()
+        found = _MATCHES[key] = _match_operation(service, request)
+    return None if found is None else (found[0], dict(found[1]))
+
+
+@lru_cache(maxsize=32)
+def _selecting_headers(service: ServiceModel) -> tuple[str, ...]:
+    return tuple(sorted({name for route in _routes(service) for name in route.required_headers}))
+
+
+def _match_operation(service: ServiceModel, request: HttpRequest) -> tuple[str, dict[str, str]] | None:
     parts = _path_parts(request.raw_path)
     trimmed = parts[:-1] if parts and parts[-1] == "" else parts
     by_start = _routes_by_start(service)
@@ -167,9 +190,14 @@ def parse(
     if shape is None:
         return {}
     params: dict[str, Any] = {}
+    headers = request.headers
     try:
         for located in _located_members(shape):
-            value = _parse_located(located, request, labels)
+            if located.location == "header":  # the common case, without a call per absent header
+                raw = headers.get(located.wire_name)
+                value = None if raw is None else _parse_header(located.member, raw)
+            else:
+                value = _parse_located(located, request, labels)
             if value is not None:
                 params[located.name] = value
         params.update(_parse_body(shape, request, is_xml))
@@ -287,20 +315,35 @@ def serialize(
     status = int(result.get(STATUS_KEY) or operation.http.get("responseCode", 200))
     if shape is None:
         return HttpResponse(status, headers, b"")
-    for name, member in shape.members.items():
+    for name, location, wire_name, member, plain in _output_members(shape):
         value = result.get(name)
         if value is None:
             continue
-        location = member.serialization.get("location")
-        wire_name = member.serialization.get("name", name)
         if location == "statusCode":
             status = int(value)
         elif location == "header":
-            headers.append((wire_name.lower(), _header_text(member, value)))
-        elif location == "headers":
-            headers.extend((wire_name.lower() + k.lower(), str(v)) for k, v in value.items())
+            headers.append((wire_name, value if plain and isinstance(value, str) else _header_text(member, value)))
+        else:
+            headers.extend((wire_name + k.lower(), str(v)) for k, v in value.items())
     body = _serialize_body(operation.service_model, shape, result, is_xml, headers)
     return HttpResponse(status, headers, body)
+
+
+#: Per output shape: (name, location, lower-case wire name, shape, sent as is) of the members outside the body.
+_OUTPUT_MEMBERS: dict[Shape, tuple[tuple[str, str, str, Shape, bool], ...]] = {}
+
+
+def _output_members(shape: Shape) -> tuple[tuple[str, str, str, Shape, bool], ...]:
+    # Once per shape: every response of an operation walks the same members.
+    plan = _OUTPUT_MEMBERS.get(shape)
+    if plan is None:
+        plan = _OUTPUT_MEMBERS[shape] = tuple(
+            (name, member.serialization["location"], member.serialization.get("name", name).lower(), member,
+             member.type_name == "string" and not member.serialization.get("jsonvalue"))
+            for name, member in shape.members.items()
+            if member.serialization.get("location") in ("statusCode", "header", "headers")
+        )
+    return plan
 
 
 def _header_text(member: Shape, value: Any) -> str:
