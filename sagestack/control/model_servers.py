@@ -106,6 +106,7 @@ def launch_model_server(backend: LocalBackend, db: Any, model_dir: Path, environ
         module=MODULE,
         warm=WARM,
         warm_env=WARM_ENV,
+        batch_scheduling=True,
     )
     return ModelServer(port, backend.start(spec), UpstreamPool("127.0.0.1", port, unix_socket=unix_socket))
 

@@ -141,6 +141,8 @@ class HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.seen = True
+        #: Answers waiting to be written at the end of the current ``data_received``.
+        self.batch: list[bytes] | None = None
         self._begin()
 
     def _begin(self) -> None:
@@ -166,6 +168,8 @@ class HttpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.seen = True
+        # Answers to the requests in this chunk (a pipelining client sends several) leave in one write.
+        self.batch = []
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -175,9 +179,23 @@ class HttpConnection(asyncio.Protocol):
             if self.transport is not None:
                 log(f"error: {type(exc).__name__}: {exc}")
                 self._send(400, b"Bad Request", _TEXT, close=True)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, None
+        if batch and self.transport is not None:
+            self.transport.writelines(batch)
+
+    def _write(self, data: bytes) -> None:
+        if self.batch is not None:
+            self.batch.append(data)
+        elif self.transport is not None:
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:
+            self._flush()
             self.transport.close()
             self.transport = None
 
@@ -204,7 +222,7 @@ class HttpConnection(asyncio.Protocol):
         if self.declared_length > self.server.max_body:
             self._reject_too_large()
         elif self.expect_continue and self.transport is not None:
-            self.transport.write(_CONTINUE)
+            self._write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         if self.rejected:
@@ -226,7 +244,7 @@ class HttpConnection(asyncio.Protocol):
         method = self.parser.get_method()
         path = self.url.split(b"?", 1)[0]
         if path == b"/ping" and method == b"GET" and self.parser.should_keep_alive():
-            self.transport.write(_PING_OK)  # the health check is frequent: skip the general path
+            self._write(_PING_OK)  # the health check is frequent: skip the general path
             return
         status, payload, content_type = self.server.respond(
             method, path, body, self.content_type, self.accept
@@ -259,8 +277,7 @@ class HttpConnection(asyncio.Protocol):
         last: bool = False,
     ) -> None:
         """Write one response; ``close`` closes the connection now, ``last`` only announces it."""
-        transport = self.transport
-        if transport is None:
+        if self.transport is None:
             return
         head_lines = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()]
         if content_type:
@@ -271,12 +288,13 @@ class HttpConnection(asyncio.Protocol):
             head_lines.append(b"Connection: close\r\n")
         head_lines.append(b"\r\n")
         if head or status == 204:
-            transport.write(b"".join(head_lines))
+            self._write(b"".join(head_lines))
         elif len(body) < 65536:
             head_lines.append(body)
-            transport.write(b"".join(head_lines))  # one write: one segment for small responses
+            self._write(b"".join(head_lines))  # one piece: one segment for small responses
         else:
-            transport.writelines([b"".join(head_lines), body])  # no copy of a large body
+            self._write(b"".join(head_lines))
+            self._write(body)  # no copy of a large body
         if close:
             self.close()
 

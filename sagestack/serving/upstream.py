@@ -1,14 +1,21 @@
-"""A lean keep-alive HTTP/1.1 client for talking to model servers on loopback.
+"""A lean HTTP/1.1 client for talking to model servers on loopback.
 
-The router forwards every InvokeEndpoint through here, so it is kept minimal:
-one pool of idle connections per instance, requests written as one buffer,
-responses parsed by httptools inside an ``asyncio.Protocol`` (no stream reader,
-no task per request: a future and a timer), Nagle off.
+The router forwards every InvokeEndpoint through here, so it is kept minimal and
+pipelined: one keep-alive connection per instance carries every request in
+flight to it, and the requests made during one turn of the event loop leave in
+one write. A model server answers one request at a time anyway (see
+:mod:`sagestack.serving.model_server`), so a queue on one connection costs it
+nothing, while each write that wakes another process is one of the dearest
+things a request does (10-20 us on a small VM); under load several requests
+now share one. Responses are parsed by httptools inside an ``asyncio.Protocol``
+and matched to requests in order (HTTP/1.1 pipelining), each with a future and
+a timer, Nagle off.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 
 import httptools
@@ -28,18 +35,21 @@ class UpstreamResponse:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection; at most one request in flight."""
+    """One keep-alive connection; requests pipelined on it are answered in order."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[tuple[UpstreamResponse, bool]] | None = None
+        #: Futures of the requests sent and not yet answered, oldest first.
+        self.waiters: deque[asyncio.Future[UpstreamResponse]] = deque()
+        self.outgoing: list[bytes] = []
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
+        self.broken = False
 
     @property
     def usable(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
+        return self.transport is not None and not self.broken and not self.transport.is_closing()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
@@ -47,31 +57,50 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self._fail(UpstreamError(f"the model server closed the connection{f': {exc}' if exc else ''}"))
+        self.fail(UpstreamError(f"the model server closed the connection{f': {exc}' if exc else ''}"))
 
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"bad response from the model server: {exc}"))
-            self.close()
+            self.fail(UpstreamError(f"bad response from the model server: {exc}"))
 
-    def send(self, payload: bytes) -> asyncio.Future[tuple[UpstreamResponse, bool]]:
-        assert self.transport is not None
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.headers, self.parts = {}, []
-        self.transport.write(payload)
-        return self.waiter
+    def send(self, payload: bytes) -> asyncio.Future[UpstreamResponse]:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        if not self.waiters and self.transport is not None:
+            self.transport.write(payload)  # the server is idle: wake it now
+        else:
+            # It is busy with an earlier request and reads this one only after answering that:
+            # gather what arrives meanwhile into one write, at the end of this loop turn.
+            if not self.outgoing:
+                loop.call_soon(self._flush)
+            self.outgoing.append(payload)
+        self.waiters.append(waiter)
+        return waiter
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if self.transport is not None and not self.broken:
+            self.transport.writelines(outgoing)  # one write for every request of this loop turn
+
+    def fail(self, error: Exception) -> None:
+        """Fail every request in flight and drop the connection: its answers can no longer be matched."""
+        self.broken = True
+        waiters, self.waiters = self.waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_exception(error)
+        self.close()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
 
-    def _fail(self, error: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(error)
-
     # ----------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self.headers, self.parts = {}, []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1").strip()
@@ -80,25 +109,29 @@ class _Connection(asyncio.Protocol):
         self.parts.append(body)
 
     def on_message_complete(self) -> None:
-        response = UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.parts))
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((response, self.parser.should_keep_alive()))
-        elif self.waiter is None:
-            self.close()  # an answer nobody asked for: the connection is out of step
+        if not self.waiters:
+            self.fail(UpstreamError("the model server answered a request nobody sent"))
+            return
+        waiter = self.waiters.popleft()
+        if not waiter.done():  # else it timed out, and fail() is on its way
+            waiter.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.parts)))
+        if not self.parser.should_keep_alive():
+            self.fail(UpstreamError("the model server closed the connection"))
 
 
 class UpstreamPool:
-    def __init__(self, host: str, port: int, max_idle: int = 64, timeout: float = 60.0,
-                 unix_socket: str | None = None) -> None:
+    """The way to one model server: a pipelined connection, replaced when it breaks."""
+
+    def __init__(self, host: str, port: int, timeout: float = 60.0, unix_socket: str | None = None) -> None:
         self.host = host
         self.port = port
         #: When set, connections go to this Unix socket of the same server (less kernel work per request).
         self.unix_socket = unix_socket
-        self.max_idle = max_idle
         self.timeout = timeout
-        self._idle: list[_Connection] = []
+        self._connection: _Connection | None = None
+        self._connecting: asyncio.Future[_Connection] | None = None
         self._head = f"Host: {host}:{port}\r\n".encode("latin-1")
-        #: The loop the connections belong to; they may only be closed from it.
+        #: The loop the connection belongs to; it may only be closed from it.
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
@@ -106,71 +139,68 @@ class UpstreamPool:
         lines.extend(f"{name}: {value}" for name, value in headers.items())
         payload = b"".join(((lines[0] + "\r\n").encode("latin-1"), self._head,
                             ("\r\n".join(lines[1:]) + "\r\n\r\n").encode("latin-1"), body))
-        reused = bool(self._idle)
+        connection = self._connection
+        reused = connection is not None and connection.usable
         try:
             return await self._exchange(payload)
         except (UpstreamError, OSError) as exc:
             if not reused:
                 raise UpstreamError(str(exc)) from exc
-        # A pooled connection may have been closed by the server meanwhile: one fresh try.
-        self.close()
+        # The kept connection may have been closed by the server meanwhile: one try on a fresh one.
         try:
             return await self._exchange(payload)
         except OSError as exc:
             raise UpstreamError(str(exc)) from exc
 
     async def _exchange(self, payload: bytes) -> UpstreamResponse:
-        connection = await self._connection()
+        connection = self._connection
+        if connection is None or not connection.usable:
+            connection = await self._connect()
         waiter = connection.send(payload)
-        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, waiter, self.timeout)
+        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, connection, waiter, self.timeout)
         try:
-            response, keep = await waiter
-        except BaseException:
-            connection.close()
-            raise
+            return await waiter
         finally:
             timer.cancel()
-        connection.waiter = None
-        if keep and connection.usable and len(self._idle) < self.max_idle:
-            self._idle.append(connection)
-        else:
-            connection.close()
-        return response
 
-    async def _connection(self) -> _Connection:
-        while self._idle:
-            connection = self._idle.pop()
-            if connection.usable:
-                return connection
-            connection.close()
-        self._loop = asyncio.get_running_loop()
-        if self.unix_socket:
-            _, connection = await self._loop.create_unix_connection(_Connection, self.unix_socket)
+    async def _connect(self) -> _Connection:
+        # Requests that find no connection while one is being opened wait for that one.
+        if self._connecting is not None:
+            return await asyncio.shield(self._connecting)
+        loop = self._loop = asyncio.get_running_loop()
+        self._connecting = loop.create_future()
+        try:
+            if self.unix_socket:
+                _, connection = await loop.create_unix_connection(_Connection, self.unix_socket)
+            else:
+                _, connection = await loop.create_connection(_Connection, self.host, self.port)
+        except BaseException as exc:
+            self._connecting.set_exception(exc)
+            self._connecting.exception()  # retrieved: the waiters (if any) raise it themselves
+            raise
         else:
-            _, connection = await self._loop.create_connection(_Connection, self.host, self.port)
-        return connection
+            self._connection = connection
+            self._connecting.set_result(connection)
+            return connection
+        finally:
+            self._connecting = None
 
     def close(self) -> None:
-        """Drop idle connections; safe from any thread (transports are closed on their own loop)."""
-        idle, self._idle = self._idle, []
+        """Drop the connection; safe from any thread (transports are closed on their own loop)."""
+        connection, self._connection = self._connection, None
         loop = self._loop
-        if not idle or loop is None or loop.is_closed():
+        if connection is None or loop is None or loop.is_closed():
             return  # a closed loop already let go of its sockets
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            _close_all(idle)
+            connection.close()
         else:
-            loop.call_soon_threadsafe(_close_all, idle)
+            loop.call_soon_threadsafe(connection.close)
 
 
-def _expire(waiter: asyncio.Future[tuple[UpstreamResponse, bool]], timeout: float) -> None:
+def _expire(connection: _Connection, waiter: asyncio.Future[UpstreamResponse], timeout: float) -> None:
     if not waiter.done():
-        waiter.set_exception(UpstreamError(f"the model server did not answer within {timeout:g} s"))
-
-
-def _close_all(connections: list[_Connection]) -> None:
-    for connection in connections:
-        connection.close()
+        connection.fail(UpstreamError(f"the model server did not answer within {timeout:g} s"))

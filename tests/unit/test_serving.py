@@ -162,6 +162,55 @@ def test_csv_other_delimiters_and_crlf(models: dict[str, Path]) -> None:
         np.testing.assert_allclose(_floats(response.body).ravel(), reference, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("body", [
+    b"26,33939,10,0,0,20,-0,1e5,1E-5,-2.5e+3",
+    b"0.1,1e400,-1e400,1e-400,123456789012345678901234567890,3.4028235e38",
+    b"1, 2 ,3\r\n4,5,6\r\n7,8,9",
+    b"nan,1,2", b"+1,2,3", b".5,1,2", b"1.,2,3", b"01,2,3", b"inf,1,2",  # not JSON: numpy reads them
+])
+def test_csv_json_fast_path_reads_exactly_what_numpy_reads(body: bytes) -> None:
+    import io
+
+    from sagestack.serving.xgboost_handler import _decode_as_json, decode_csv
+
+    expected = np.loadtxt(io.StringIO(body.decode()), delimiter=",", dtype=np.float32, ndmin=2, comments=None)
+    fast = _decode_as_json(body)
+    if fast is not None:
+        np.testing.assert_array_equal(fast, expected)
+    np.testing.assert_array_equal(decode_csv(body), expected)
+
+
+def test_csv_json_fast_path_matches_numpy_on_random_values() -> None:
+    import io
+
+    from sagestack.serving.xgboost_handler import _decode_as_json
+
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal((40, 50)) * 10.0 ** rng.integers(-40, 40, (40, 50))
+    text = "\n".join(",".join(repr(float(v)) if i % 2 else f"{v:.9g}" for i, v in enumerate(row)) for row in values)
+    expected = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float32, ndmin=2, comments=None)
+    np.testing.assert_array_equal(_decode_as_json(text.encode()), expected)
+
+
+def test_csv_scores_print_as_python_repr() -> None:
+    from sagestack.serving.xgboost_handler import _csv_scores
+
+    rng = np.random.default_rng(3)
+    preds = np.concatenate([
+        rng.random(20000), 10.0 ** rng.uniform(-12, 20, 20000),
+        [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-4, 1e-3, 1e15, 1e16, 9.999e-4, -0.25],
+    ]).astype(np.float32)
+    assert _csv_scores(preds) == ("\n".join(map(repr, preds.tolist())) + "\n").encode()
+
+
+def test_csv_ragged_or_blank_rows_leave_the_json_fast_path() -> None:
+    from sagestack.serving.xgboost_handler import _decode_as_json
+
+    assert _decode_as_json(b"1,2,3\n4,5") is None
+    assert _decode_as_json(b"1,2,3\n\n4,5,6") is None
+    assert _decode_as_json(b"1,,3") is None
+
+
 def test_fewer_features_are_padded_as_missing(models: dict[str, Path]) -> None:
     x, _ = _data(rows=5, seed=13)
     narrow = x[:, : FEATURES - 3]
@@ -800,3 +849,92 @@ def test_unloadable_model_exits_with_an_error_line(tmp_path: Path) -> None:
         assert server.proc.wait(20) == 1
     finally:
         server.stop()
+
+
+# --------------------------------------------------------------------------- the router's client
+
+
+def test_pool_pipelines_concurrent_requests_and_matches_answers(live: ServerProcess,
+                                                                 models: dict[str, Path]) -> None:
+    import asyncio
+
+    from sagestack.serving.upstream import UpstreamPool
+
+    x = np.nan_to_num(_data(rows=40, seed=71)[0])
+    expected = _reference(models["binary"], x)
+
+    async def run() -> tuple[list[float], int]:
+        pool = UpstreamPool("127.0.0.1", live.port)
+        try:
+            answers = await asyncio.gather(*(
+                pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x[i : i + 1]))
+                for i in range(len(x))
+            ))
+            connections = {id(pool._connection)}
+            again = await pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x[:1]))
+            connections.add(id(pool._connection))
+        finally:
+            pool.close()
+        assert all(a.status == 200 for a in answers) and again.status == 200
+        return [float(a.body) for a in answers], len(connections)
+
+    scores, connections = asyncio.run(run())
+    np.testing.assert_allclose(scores, expected, atol=1e-6, rtol=0)  # each answer went to its own request
+    assert connections == 1  # all of them over one kept connection
+
+
+def test_pool_fails_every_request_in_flight_when_the_server_dies(models: dict[str, Path]) -> None:
+    import asyncio
+
+    from sagestack.serving.upstream import UpstreamError, UpstreamPool
+
+    server = ServerProcess(models["binary"]).ready()
+    x = np.nan_to_num(_data(rows=1, seed=72)[0])
+
+    async def run() -> list[BaseException | object]:
+        pool = UpstreamPool("127.0.0.1", server.port, timeout=10)
+        first = await pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x))
+        assert first.status == 200
+        server.proc.send_signal(signal.SIGSTOP)  # stuck: requests pile up on the connection
+        pending = [asyncio.ensure_future(pool.request("POST", "/invocations", {"Content-Type": "text/csv"},
+                                                      _csv(x))) for _ in range(5)]
+        await asyncio.sleep(0.2)
+        server.proc.kill()
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(run())
+    finally:
+        server.stop()
+    assert all(isinstance(o, UpstreamError) for o in outcomes), outcomes
+
+
+def test_pool_timeout_fails_the_stuck_connection(models: dict[str, Path]) -> None:
+    import asyncio
+
+    from sagestack.serving.upstream import UpstreamError, UpstreamPool
+
+    server = ServerProcess(models["binary"]).ready()
+    x = np.nan_to_num(_data(rows=1, seed=73)[0])
+
+    async def run() -> tuple[list[BaseException | object], int]:
+        pool = UpstreamPool("127.0.0.1", server.port, timeout=0.3)
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            outcomes = await asyncio.gather(*(pool.request("POST", "/invocations", {"Content-Type": "text/csv"},
+                                                           _csv(x)) for _ in range(3)), return_exceptions=True)
+            elapsed = time.monotonic() - started
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        answer = await pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x))
+        pool.close()
+        assert elapsed < 5
+        return outcomes, answer.status
+
+    try:
+        outcomes, status = asyncio.run(run())
+    finally:
+        server.stop()
+    assert all(isinstance(o, UpstreamError) and "did not answer within 0.3 s" in str(o) for o in outcomes)
+    assert status == 200  # a fresh connection serves once the server is back
