@@ -20,7 +20,7 @@ with fewer features than the model is padded with missing values for every
 model format (what ``xgb.DMatrix`` prediction does for non-pickled models).
 
 Speed matters here: a one-row CSV request is the common case. The hot path is
-a dict lookup for the headers, one ``np.loadtxt`` and one call into
+a dict lookup for the headers, one msgspec JSON decode of the row and one call into
 libxgboost's in-place prediction through ctypes: the Python wrappers around it
 (``Booster.inplace_predict``, ``Booster.predict(DMatrix)``) cost more than
 the trees. The model server then swaps in trees compiled to C
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import numpy as np
 import xgboost as xgb
 
@@ -229,13 +230,16 @@ def _arrow() -> tuple[Any, Any]:
 
 
 def _decode_csv_fast(body: bytes, text: str, delimiter: str, columns: int) -> np.ndarray:
-    """numpy's C reader for small bodies, pyarrow's (3-5x faster, threaded) for large ones.
+    """msgspec's JSON reader, else numpy's C reader, for small bodies; pyarrow's (threaded) for large ones.
 
-    Both are strict: a ragged row raises ValueError and the slow path reports it in
+    All are strict: a ragged row raises ValueError and the slow path reports it in
     the container's words. Empty fields make numpy raise too (same fallback); pyarrow
     reads them as missing values, which is what the slow path makes of them.
     """
     if len(body) < _ARROW_CSV_BYTES:
+        rows = _decode_as_json(body) if delimiter == "," else None
+        if rows is not None:
+            return rows
         return np.loadtxt(io.StringIO(text), delimiter=delimiter, dtype=np.float32, ndmin=2, comments=None)
     pa, pa_csv = _arrow()
 
@@ -254,6 +258,23 @@ def _decode_csv_fast(body: bytes, text: str, delimiter: str, columns: int) -> np
     for index, column in enumerate(table.columns):
         rows[:, index] = column.to_numpy()  # nulls (empty fields) arrive as NaN
     return rows
+
+
+_JSON_ROW = msgspec.json.Decoder(list[float])
+_JSON_ROWS = msgspec.json.Decoder(list[list[float]])
+
+
+def _decode_as_json(body: bytes) -> np.ndarray | None:
+    """Comma-separated plain numbers are JSON arrays too, which msgspec reads ~6x faster than
+    ``np.loadtxt`` (both round each value to the nearest double, then to float32). None for
+    anything JSON does not take (nan, +1, .5, empty fields, blank lines, ragged rows): numpy decides."""
+    try:
+        if b"\n" not in body:
+            return np.array(_JSON_ROW.decode(b"[" + body + b"]"), dtype=np.float32).reshape(1, -1)
+        rows = np.array(_JSON_ROWS.decode(b"[[" + body.replace(b"\n", b"],[") + b"]]"), dtype=np.float32)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    return rows if rows.ndim == 2 and rows.shape[1] > 0 else None
 
 
 def _decode_csv_slowly(text: str, delimiter: str) -> np.ndarray:
@@ -733,8 +754,19 @@ def _csv_scores(preds: np.ndarray) -> bytes:
     """One row per line, trailing newline; floats as Python prints them (the container's csv.writer)."""
     values = preds.tolist()
     if preds.ndim == 1:
-        return ("\n".join(map(repr, values)) + "\n").encode()
+        return b"\n".join(_float_texts(preds, values)) + b"\n"
     return ("\n".join(",".join(map(repr, row)) for row in values) + "\n").encode()
+
+
+def _float_texts(preds: np.ndarray, values: list[float]) -> list[bytes]:
+    """``repr(v).encode()`` of each value, ~10x faster for thousands of rows: msgspec writes the same
+    shortest round-trip digits, and the same text wherever repr does not switch to an exponent
+    (below 1e-4, from 1e16 on), so values outside [1e-3, 1e15) and non-finite ones are left to repr."""
+    texts = msgspec.json.encode(values)[1:-1].split(b",")
+    magnitude = np.abs(preds.astype(np.float64))
+    for index in np.flatnonzero(~((magnitude >= 1e-3) & (magnitude < 1e15)) & (magnitude != 0.0)):
+        texts[index] = repr(values[index]).encode()
+    return texts
 
 
 def _json_scores(preds: np.ndarray) -> bytes:
