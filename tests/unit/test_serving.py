@@ -192,6 +192,19 @@ def test_csv_json_fast_path_matches_numpy_on_random_values() -> None:
     np.testing.assert_array_equal(_decode_as_json(text.encode()), expected)
 
 
+def test_csv_large_bodies_read_by_arrow_equal_the_containers_algorithm() -> None:
+    from sagestack.serving.xgboost_handler import _decode_csv_slowly, decode_csv
+
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal((12000, 12)).astype(np.float32)
+    values[rng.random(values.shape) < 0.05] = np.nan
+    text = "\n".join(",".join("" if np.isnan(v) else repr(float(v)) for v in row) for row in values)
+    assert len(text) > 2 * (1 << 20)  # several Arrow blocks, so several record batches
+    got = decode_csv(text.encode())
+    np.testing.assert_array_equal(got, _decode_csv_slowly(text, ","))
+    np.testing.assert_array_equal(got, values)
+
+
 def test_csv_scores_print_as_python_repr() -> None:
     from sagestack.serving.xgboost_handler import _csv_scores
 
