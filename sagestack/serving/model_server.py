@@ -19,7 +19,8 @@ connection beyond the parser; the ASGI stack adds ~100 us of scope dicts,
 coroutines and middleware. Handling is synchronous inside ``data_received``:
 the process serves one request at a time by design (one instance = one core),
 so there is nothing to await, and responses to pipelined requests leave in
-order for free.
+order for free: those of one read go out in one write (the platform's router
+pipelines its requests to an instance on one connection).
 
 Environment (SageMaker's names): ``SAGEMAKER_BIND_TO_PORT`` (port when
 ``--port`` is absent), ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds one request
