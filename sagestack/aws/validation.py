@@ -172,19 +172,38 @@ def _map_checker(shape: Shape) -> Checker | None:
 
 
 def _size_checker(shape: Shape) -> Checker | None:
+    return _bounds_checker(shape, "length", _length)
+
+
+def _number_checker(shape: Shape) -> Checker | None:
+    return _bounds_checker(shape, "value", _number)
+
+
+def _length(value: Any) -> int | None:
+    try:
+        return len(value)
+    except TypeError:
+        return None
+
+
+def _number(value: Any) -> int | float | None:
+    return None if isinstance(value, bool) or not isinstance(value, int | float) else value
+
+
+def _bounds_checker(shape: Shape, noun: str, measure: Callable[[Any], int | float | None]) -> Checker | None:
+    """The model's min/max on ``measure(value)``; values it cannot measure (None) are not checked."""
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     if low is None and high is None:
         return None
 
     def check(value: Any, path: str, out: _Collector) -> None:
-        try:
-            size = len(value)
-        except TypeError:
+        amount = measure(value)
+        if amount is None:
             return
-        if low is not None and size < low:
-            out.add(value, path, f"Member must have length greater than or equal to {low}")
-        if high is not None and size > high:
-            out.add(value, path, f"Member must have length less than or equal to {high}")
+        if low is not None and amount < low:
+            out.add(value, path, f"Member must have {noun} greater than or equal to {low}")
+        if high is not None and amount > high:
+            out.add(value, path, f"Member must have {noun} less than or equal to {high}")
 
     return check
 
@@ -217,21 +236,5 @@ def _string_checker(shape: Shape) -> Checker | None:
         # AWS matches the whole value (Java's String.matches), anchored or not.
         if compiled is not None and compiled.fullmatch(value) is None:
             out.add(value, path, f"Member must satisfy regular expression pattern: {pattern}")
-
-    return check
-
-
-def _number_checker(shape: Shape) -> Checker | None:
-    low, high = shape.metadata.get("min"), shape.metadata.get("max")
-    if low is None and high is None:
-        return None
-
-    def check(value: Any, path: str, out: _Collector) -> None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return
-        if low is not None and value < low:
-            out.add(value, path, f"Member must have value greater than or equal to {low}")
-        if high is not None and value > high:
-            out.add(value, path, f"Member must have value less than or equal to {high}")
 
     return check
