@@ -273,9 +273,10 @@ def _decode_as_json(body: bytes) -> np.ndarray | None:
     ``np.loadtxt`` (both round each value to the nearest double, then to float32). None for
     anything JSON does not take (nan, +1, .5, empty fields, blank lines, ragged rows): numpy decides."""
     try:
-        if b"\n" not in body:
-            return np.array(_JSON_ROW.decode(b"[" + body + b"]"), dtype=np.float32).reshape(1, -1)
-        rows = np.array(_JSON_ROWS.decode(b"[[" + body.replace(b"\n", b"],[") + b"]]"), dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32's range is inf, as numpy's reader makes it, quietly
+            if b"\n" not in body:
+                return np.array(_JSON_ROW.decode(b"[" + body + b"]"), dtype=np.float32).reshape(1, -1)
+            rows = np.array(_JSON_ROWS.decode(b"[[" + body.replace(b"\n", b"],[") + b"]]"), dtype=np.float32)
     except (msgspec.DecodeError, ValueError):
         return None
     return rows if rows.ndim == 2 and rows.shape[1] > 0 else None
