@@ -113,7 +113,7 @@ class _Connection(asyncio.Protocol):
             self.fail(UpstreamError("the model server answered a request nobody sent"))
             return
         waiter = self.waiters.popleft()
-        if not waiter.done():  # else it timed out, and fail() is on its way
+        if not waiter.done():  # else its caller was cancelled: the answer is dropped, the order kept
             waiter.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.parts)))
         if not self.parser.should_keep_alive():
             self.fail(UpstreamError("the model server closed the connection"))
