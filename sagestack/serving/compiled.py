@@ -140,7 +140,10 @@ def compile_model(model: LoadedModel, cache_dir: Path, log: Callable[[str], None
         try:
             compiled = CompiledPredictor(compile_booster(booster, cache_dir), native)
             probes = probe_rows(model.num_features)
-            if not all(close_predictions(compiled.dense(p), native.dense(p)) for p in probes):
+            # The serving thread keeps predicting with ``native`` meanwhile, and a predictor reuses its
+            # output arguments between calls: this thread checks against one of its own.
+            reference = type(native)(booster)
+            if not all(close_predictions(compiled.dense(p), reference.dense(p)) for p in probes):
                 log(f"compiled trees of {model.paths[index].name} differ from xgboost's on probe rows; "
                     "keeping xgboost's predictor")
                 return False

@@ -424,7 +424,8 @@ class NativePredictor:
 
     Same C entry points as ``Booster.inplace_predict`` (identical numbers), minus
     about 40 us of Python per call: the wrapper re-imports helpers, re-encodes its
-    JSON config and inspects the input type every time.
+    JSON config and inspects the input type every time. The output arguments are
+    reused between calls, so an instance serves one thread.
     """
 
     def __init__(self, booster: xgb.Booster) -> None:

@@ -89,6 +89,28 @@ def test_handler_serves_compiled_trees_and_keeps_its_checks(tmp_path: Path) -> N
     assert wide.status == 400 and b"not consistent with feature size" in wide.body
 
 
+def test_requests_served_while_the_trees_compile_are_answered_right(tmp_path: Path) -> None:
+    # The compile thread checks its library against xgboost while the serving thread predicts: they
+    # must not share a predictor's reused output arguments (that once gave shapes of 10^14 rows).
+    booster = _train("binary:logistic")
+    handler = XGBoostHandler.from_model_dir(_model_dir(tmp_path / "model", booster), env={}, log=lambda _m: None)
+    x = np.nan_to_num(_data(50, 4))
+    bodies = [",".join(repr(float(v)) for v in row).encode() for row in x]
+    expected = booster.predict(xgb.DMatrix(x))
+    natives = list(handler.model.predictors)
+    for attempt in range(2):  # a fresh cache each time: gcc runs, so the overlap lasts about a second
+        thread = compiled.compile_in_background(handler.model, tmp_path / f"cache-{attempt}", lambda _m: None)
+        served = 0
+        while thread.is_alive() or served < 200:
+            index = served % len(bodies)
+            answer = handler.invoke(bodies[index], "text/csv", "text/csv")
+            assert answer.status == 200, answer.body
+            assert float(answer.body) == pytest.approx(float(expected[index]), abs=1e-6)
+            served += 1
+        assert type(handler.model.predictors[0]).__name__ == "CompiledPredictor"
+        handler.model.predictors = natives  # xgboost serves again for the next round
+
+
 def test_a_model_the_compiler_cannot_reproduce_keeps_xgboost(tmp_path: Path) -> None:
     booster = _train("multi:softmax")  # xgboost answers class ids; the compiled code would not
     handler = XGBoostHandler.from_model_dir(_model_dir(tmp_path / "model", booster), env={}, log=lambda _m: None)
