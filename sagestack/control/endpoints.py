@@ -17,6 +17,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,13 +72,16 @@ class Variant:
     instances: list[Instance] = field(default_factory=list)
     _next: int = 0
 
-    def pick(self) -> list[Instance]:
-        """Healthy instances, rotated so consecutive requests spread over them."""
-        healthy = [i for i in self.instances if i.healthy]
-        if not healthy:
-            return []
-        self._next = (self._next + 1) % len(healthy)
-        return healthy[self._next:] + healthy[: self._next]
+    def pick(self) -> Iterator[Instance]:
+        """Healthy instances, starting one further each time so consecutive requests spread over them
+        (lazily: the first one nearly always answers)."""
+        instances = tuple(self.instances)  # the monitor may replace instances while a request retries
+        count = len(instances)
+        self._next = start = (self._next + 1) % count if count else 0
+        for offset in range(count):
+            instance = instances[(start + offset) % count]
+            if instance.healthy:
+                yield instance
 
 
 @dataclass

@@ -8,8 +8,8 @@ one write. A model server answers one request at a time anyway (see
 nothing, while each write that wakes another process is one of the dearest
 things a request does (10-20 us on a small VM); under load several requests
 now share one. Responses are parsed by httptools inside an ``asyncio.Protocol``
-and matched to requests in order (HTTP/1.1 pipelining), each with a future and
-a timer, Nagle off.
+and matched to requests in order (HTTP/1.1 pipelining), each with a future; one
+timer per connection watches the oldest request's deadline. Nagle off.
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        #: Futures of the requests sent and not yet answered, oldest first.
+        #: Futures of the requests sent and not yet answered, oldest first, and when each gives up.
         self.waiters: deque[asyncio.Future[UpstreamResponse]] = deque()
+        self.deadlines: deque[float] = deque()
+        #: One timer for the oldest request (answers come in order), not one per request.
+        self.watchdog: asyncio.TimerHandle | None = None
         self.outgoing: list[bytes] = []
         self.headers: dict[str, str] = {}
         self.parts: list[bytes] = []
@@ -65,7 +68,7 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.fail(UpstreamError(f"bad response from the model server: {exc}"))
 
-    def send(self, payload: bytes) -> asyncio.Future[UpstreamResponse]:
+    def send(self, payload: bytes, timeout: float) -> asyncio.Future[UpstreamResponse]:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         if not self.waiters and self.transport is not None:
@@ -77,7 +80,19 @@ class _Connection(asyncio.Protocol):
                 loop.call_soon(self._flush)
             self.outgoing.append(payload)
         self.waiters.append(waiter)
+        self.deadlines.append(loop.time() + timeout)
+        if self.watchdog is None:
+            self.watchdog = loop.call_at(self.deadlines[0], self._check_deadline, loop, timeout)
         return waiter
+
+    def _check_deadline(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.watchdog = None
+        if not self.deadlines:
+            return
+        if self.deadlines[0] <= loop.time():
+            self.fail(UpstreamError(f"the model server did not answer within {timeout:g} s"))
+        else:
+            self.watchdog = loop.call_at(self.deadlines[0], self._check_deadline, loop, timeout)
 
     def _flush(self) -> None:
         outgoing, self.outgoing = self.outgoing, []
@@ -87,6 +102,10 @@ class _Connection(asyncio.Protocol):
     def fail(self, error: Exception) -> None:
         """Fail every request in flight and drop the connection: its answers can no longer be matched."""
         self.broken = True
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        self.deadlines.clear()
         waiters, self.waiters = self.waiters, deque()
         for waiter in waiters:
             if not waiter.done():
@@ -113,6 +132,7 @@ class _Connection(asyncio.Protocol):
             self.fail(UpstreamError("the model server answered a request nobody sent"))
             return
         waiter = self.waiters.popleft()
+        self.deadlines.popleft()
         if not waiter.done():  # else its caller was cancelled: the answer is dropped, the order kept
             waiter.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.parts)))
         if not self.parser.should_keep_alive():
@@ -156,12 +176,7 @@ class UpstreamPool:
         connection = self._connection
         if connection is None or not connection.usable:
             connection = await self._connect()
-        waiter = connection.send(payload)
-        timer = asyncio.get_running_loop().call_later(self.timeout, _expire, connection, waiter, self.timeout)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
+        return await connection.send(payload, self.timeout)
 
     async def _connect(self) -> _Connection:
         # Requests that find no connection while one is being opened wait for that one.
@@ -199,8 +214,3 @@ class UpstreamPool:
             connection.close()
         else:
             loop.call_soon_threadsafe(connection.close)
-
-
-def _expire(connection: _Connection, waiter: asyncio.Future[UpstreamResponse], timeout: float) -> None:
-    if not waiter.done():
-        connection.fail(UpstreamError(f"the model server did not answer within {timeout:g} s"))
