@@ -12,7 +12,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import unquote
 from xml.sax.saxutils import escape
@@ -190,14 +190,9 @@ def parse(
     if shape is None:
         return {}
     params: dict[str, Any] = {}
-    headers = request.headers
     try:
         for located in _located_members(shape):
-            if located.location == "header":  # the common case, without a call per absent header
-                raw = headers.get(located.wire_name)
-                value = None if raw is None else _parse_header(located.member, raw)
-            else:
-                value = _parse_located(located, request, labels)
+            value = _parse_located(located, request, labels)
             if value is not None:
                 params[located.name] = value
         params.update(_parse_body(shape, request, is_xml))
@@ -217,23 +212,17 @@ class _Located:
     member: Shape
 
 
-_LOCATED: dict[Shape, tuple[_Located, ...]] = {}
-
-
+@cache  # per input shape, once: every request of an operation walks the same members
 def _located_members(shape: Shape) -> tuple[_Located, ...]:
-    # Per input shape, once: every request of an operation walks the same members.
-    plan = _LOCATED.get(shape)
-    if plan is None:
-        entries = []
-        for name, member in shape.members.items():
-            location = member.serialization.get("location")
-            if location in ("uri", "querystring", "header", "headers"):
-                wire_name = member.serialization.get("name", name)
-                if location in ("header", "headers"):
-                    wire_name = wire_name.lower()
-                entries.append(_Located(name, location, wire_name, member))
-        plan = _LOCATED[shape] = tuple(entries)
-    return plan
+    entries = []
+    for name, member in shape.members.items():
+        location = member.serialization.get("location")
+        if location in ("uri", "querystring", "header", "headers"):
+            wire_name = member.serialization.get("name", name)
+            if location in ("header", "headers"):
+                wire_name = wire_name.lower()
+            entries.append(_Located(name, location, wire_name, member))
+    return tuple(entries)
 
 
 def _parse_located(located: _Located, request: HttpRequest, labels: dict[str, str]) -> Any:
@@ -329,21 +318,15 @@ def serialize(
     return HttpResponse(status, headers, body)
 
 
-#: Per output shape: (name, location, lower-case wire name, shape, sent as is) of the members outside the body.
-_OUTPUT_MEMBERS: dict[Shape, tuple[tuple[str, str, str, Shape, bool], ...]] = {}
-
-
+@cache  # per output shape, once: every response of an operation walks the same members
 def _output_members(shape: Shape) -> tuple[tuple[str, str, str, Shape, bool], ...]:
-    # Once per shape: every response of an operation walks the same members.
-    plan = _OUTPUT_MEMBERS.get(shape)
-    if plan is None:
-        plan = _OUTPUT_MEMBERS[shape] = tuple(
-            (name, member.serialization["location"], member.serialization.get("name", name).lower(), member,
-             member.type_name == "string" and not member.serialization.get("jsonvalue"))
-            for name, member in shape.members.items()
-            if member.serialization.get("location") in ("statusCode", "header", "headers")
-        )
-    return plan
+    """(name, location, lower-case wire name, shape, sent as is) of the members outside the body."""
+    return tuple(
+        (name, member.serialization["location"], member.serialization.get("name", name).lower(), member,
+         member.type_name == "string" and not member.serialization.get("jsonvalue"))
+        for name, member in shape.members.items()
+        if member.serialization.get("location") in ("statusCode", "header", "headers")
+    )
 
 
 def _header_text(member: Shape, value: Any) -> str:
