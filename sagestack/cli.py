@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     server.add_argument("--port", type=int, default=DEFAULT_PORT)
     server.add_argument("--runtime-port", type=int, default=0,
                         help="port of the sagemaker-runtime endpoint (InvokeEndpoint); default: any free port")
+    workers = os.environ.get("SAGESTACK_RUNTIME_WORKERS")
+    server.add_argument("--runtime-workers", type=int, default=int(workers) if workers else None,
+                        help="extra processes serving the runtime port (default: one per core beyond the first, "
+                             "at most 3; 0: none; or $SAGESTACK_RUNTIME_WORKERS)")
     server.add_argument("--data-dir", type=Path, default=None, help="default: ./.sagestack or $SAGESTACK_DATA_DIR")
     server.add_argument("--db", default=None, help="SQLAlchemy URL of the metadata store (default: SQLite)")
     server.add_argument("--region", default=DEFAULT_REGION)
@@ -55,6 +59,7 @@ def _server(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         runtime_port=args.runtime_port,
+        runtime_workers=args.runtime_workers,
         db_url=args.db,
         region=args.region,
         tls=args.tls or args.tls_cert is not None,

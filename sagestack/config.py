@@ -22,6 +22,9 @@ class Settings:
     port: int = DEFAULT_PORT
     #: The sagemaker-runtime port (the lean front of ``aws/http1.py``); 0 = any free port.
     runtime_port: int = 0
+    #: Front worker processes serving the runtime port next to the main one; None = one per extra core
+    #: (at most 3), 0 = the main process alone (see control/fronts.py).
+    runtime_workers: int | None = None
     #: SQLAlchemy URL; None means SQLite in the data dir.
     db_url: str | None = None
     region: str = DEFAULT_REGION

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import ssl
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -19,9 +20,11 @@ from sagestack.aws.gateway import Gateway
 from sagestack.aws.http1 import FrontServer
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
+from sagestack.control.fronts import RUNTIME_MAX_BODY, RUNTIME_SERVICES, FrontWorkers, default_count
 from sagestack.control.housekeeping import Housekeeping
 from sagestack.control.notebook_proxy import NotebookProxy
 from sagestack.control.notebooks import PROXY_PREFIX, NotebookController
+from sagestack.control.routing import table_of
 from sagestack.control.training import TrainingController
 from sagestack.control.transform import TransformController
 from sagestack.control.tuning import TuningController
@@ -33,11 +36,6 @@ from sagestack.storage.external import ExternalObjectStore
 from sagestack.tls import ensure_certificate
 
 log = logging.getLogger("sagestack")
-
-#: What the runtime port serves; its bodies may be a little over InvokeEndpoint's 6 MB payload limit,
-#: so that limit is reported in SageMaker's words (a ValidationError) rather than as an HTTP 413.
-RUNTIME_SERVICES = frozenset({"sagemaker-runtime"})
-RUNTIME_MAX_BODY = 8 * 1024 * 1024
 
 
 def prepare(settings: Settings) -> Platform:
@@ -94,9 +92,16 @@ def _object_store(settings: Settings, db: Database, account_id: str) -> ObjectSt
     return store
 
 
-def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None) -> RootApp:
+def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None,
+              tls_files: tuple[Path, Path] | None = None) -> RootApp:
     gateway = Gateway(ServiceCatalog(), platform.credentials, platform)
-    runtime = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
+    settings = platform.settings
+    endpoints = platform.parts["endpoints"]
+    count = settings.runtime_workers if settings.runtime_workers is not None else default_count()
+    fronts = FrontWorkers(settings, platform.account_id, count, lambda: table_of(endpoints.live),
+                          endpoints.metrics, tls_files)
+    platform.parts["fronts"] = fronts
+    runtime = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY, hand_off=fronts.hand_off)
 
     async def on_start() -> None:
         settings = platform.settings
@@ -144,16 +149,18 @@ def serve(settings: Settings) -> None:
     platform = prepare(settings)
     ssl_kwargs: dict[str, Any] = {}
     ssl_context: ssl.SSLContext | None = None
+    tls_files: tuple[Path, Path] | None = None
     if settings.tls:
         if settings.tls_cert and settings.tls_key:
             cert, key = settings.tls_cert, settings.tls_key
         else:
             cert, key, _ca = ensure_certificate(settings.tls_dir, settings.host)
         ssl_kwargs = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
+        tls_files = (Path(cert), Path(key))
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(str(cert), str(key))
     config = uvicorn.Config(
-        build_app(platform, ssl_context),
+        build_app(platform, ssl_context, tls_files),
         host=settings.host,
         port=settings.port,
         access_log=False,  # our own access log never prints query strings (presigned secrets)

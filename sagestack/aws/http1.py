@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -40,28 +42,90 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 class FrontServer:
-    """Listens on one port and serves the gateway's calls of the given services."""
+    """Listens on one port and serves the gateway's calls of the given services.
+
+    It accepts connections itself, so that each one can be served here or handed
+    to another process (``hand_off`` returns True when it took the socket; see
+    :mod:`sagestack.control.fronts`); :meth:`serve` adopts a connection accepted elsewhere.
+    """
 
     def __init__(self, gateway: Gateway, services: frozenset[str], max_body: int,
-                 idle_timeout: float = 75.0) -> None:
+                 idle_timeout: float = 75.0, hand_off: Callable[[socket.socket], bool] | None = None) -> None:
         self.gateway = gateway
         self.idle_timeout = idle_timeout
         self.services = services
         self.max_body = max_body
+        self.hand_off = hand_off
         self.connections: set[_Connection] = set()
-        self._server: asyncio.AbstractServer | None = None
+        self._listeners: list[socket.socket] = []
+        self._ssl: ssl.SSLContext | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen; returns the bound port (useful with ``port=0``)."""
+        self.attach(ssl_context)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Connection(self), host, port, ssl=ssl_context,
-                                                backlog=1024, reuse_address=True)
+        addresses = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _name, address in dict.fromkeys(addresses):
+            if self._listeners:  # port 0: every address on the port the first one got
+                address = (address[0], self._listeners[0].getsockname()[1], *address[2:])
+            listener = socket.socket(family, kind, proto)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            listener.bind(address)
+            listener.listen(1024)
+            listener.setblocking(False)
+            loop.add_reader(listener.fileno(), self._accept, listener)
+            self._listeners.append(listener)
+        return self._listeners[0].getsockname()[1]
+
+    def attach(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Serve on the running loop without listening: connections come through :meth:`serve`."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._ssl = ssl_context
         loop.call_later(self.idle_timeout, self._sweep_idle, loop)
-        return self._server.sockets[0].getsockname()[1]
+
+    def _accept(self, listener: socket.socket) -> None:
+        for _ in range(64):  # a burst of connections in one wakeup, but other work is not starved
+            try:
+                connection, _address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors, say: pause accepting for a second, as asyncio does
+                log.warning("runtime port: accept failed (%s); retrying in 1 s", exc)
+                self._pause_accepting(listener)
+                return
+            if self.hand_off is not None and self.hand_off(connection):
+                connection.close()  # the worker holds its own descriptor of it
+            else:
+                self.serve(connection)
+
+    def _pause_accepting(self, listener: socket.socket) -> None:
+        assert self._loop is not None
+        self._loop.remove_reader(listener.fileno())
+        self._loop.call_later(1.0, self._resume_accepting, listener)
+
+    def _resume_accepting(self, listener: socket.socket) -> None:
+        if self._loop is not None and listener in self._listeners:  # not stopped meanwhile
+            self._loop.add_reader(listener.fileno(), self._accept, listener)
+
+    def serve(self, connection: socket.socket) -> None:
+        """Serve a connection accepted here or by another process (TLS handshake included)."""
+        connection.setblocking(False)
+        asyncio.get_running_loop().create_task(self._adopt(connection))
+
+    async def _adopt(self, connection: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.connect_accepted_socket(lambda: _Connection(self), connection, ssl=self._ssl)
+        except (OSError, ssl.SSLError) as exc:  # a client gone before, or failing, the TLS handshake
+            log.debug("runtime port: connection dropped before serving: %s", exc)
+            connection.close()
 
     def _sweep_idle(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close keep-alive connections that sent nothing for one to two idle periods."""
-        if self._server is None:
+        if self._loop is None:
             return
         for connection in list(self.connections):
             if not connection.active and connection.worker is None:
@@ -70,13 +134,15 @@ class FrontServer:
         loop.call_later(self.idle_timeout, self._sweep_idle, loop)
 
     async def stop(self) -> None:
-        if self._server is None:
+        if self._loop is None:
             return
-        self._server.close()
+        for listener in self._listeners:
+            self._loop.remove_reader(listener.fileno())
+            listener.close()
+        self._listeners = []
         for connection in list(self.connections):
             connection.close()
-        await self._server.wait_closed()
-        self._server = None
+        self._loop = None
 
 
 class _Connection(asyncio.Protocol):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,17 @@ class EndpointMetrics:
         elif status >= 500:
             counters.errors_5xx += 1
             counters.model_errors += 1
+
+    def take_rows(self) -> list[list[Any]]:
+        """The counters since the last call as JSON-ready rows: a front worker's share, sent to the main process."""
+        snapshot, self._counters = self._counters, {}
+        return [[endpoint, variant, *astuple(counters)] for (endpoint, variant), counters in snapshot.items()]
+
+    def merge_rows(self, rows: list[list[Any]]) -> None:
+        """Add the rows another process took (see :meth:`take_rows`) into this minute's counters."""
+        for endpoint, variant, *values in rows:
+            mine = astuple(self._counters.get((endpoint, variant)) or _Counters())
+            self._counters[(endpoint, variant)] = _Counters(*(a + b for a, b in zip(mine, values, strict=True)))
 
     async def run(self, pids: Callable[[], dict[tuple[str, str], list[int]]]) -> None:
         while True:

@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import secrets
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sagestack.aws.errors import AwsError
 from sagestack.compute import LocalBackend
 from sagestack.control.endpoint_metrics import EndpointMetrics
 from sagestack.control.model_servers import MODULE as MODEL_SERVER
@@ -31,67 +27,19 @@ from sagestack.control.model_servers import (
     WARM,
     WARM_ENV,
     DeployError,
-    ModelServer,
     fetch_model,
     launch_model_server,
     ping,
 )
+from sagestack.control.routing import DRAIN_SECONDS, Deployment, Instance, Router, Variant
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
 from sagestack.db.models.tags import ResourceTag
-from sagestack.serving.upstream import UpstreamError
 
 log = logging.getLogger("sagestack.endpoints")
 
 HEALTH_INTERVAL = 0.5
 PING_EVERY = 5.0
-MAX_PAYLOAD = 6 * 1024 * 1024
-#: How long a retired instance (an update's old configuration, a scale-in) may finish its requests.
-DRAIN_SECONDS = 30.0
-
-
-@dataclass
-class Instance:
-    instance_id: str
-    variant: str
-    server: ModelServer
-    healthy: bool = False
-    ping_failures: int = 0
-    replacing: bool = False
-    #: Requests forwarded and not answered yet (changed on the event loop only).
-    in_flight: int = 0
-
-
-@dataclass
-class Variant:
-    name: str
-    model_name: str
-    model_dir: Path
-    env: dict[str, str]
-    weight: float
-    instances: list[Instance] = field(default_factory=list)
-    _next: int = 0
-
-    def pick(self) -> Iterator[Instance]:
-        """Healthy instances, starting one further each time so consecutive requests spread over them
-        (lazily: the first one nearly always answers)."""
-        instances = tuple(self.instances)  # the monitor may replace instances while a request retries
-        count = len(instances)
-        self._next = start = (self._next + 1) % count if count else 0
-        for offset in range(count):
-            instance = instances[(start + offset) % count]
-            if instance.healthy:
-                yield instance
-
-
-@dataclass
-class Deployment:
-    endpoint: str
-    config_name: str
-    variants: dict[str, Variant]
-
-    def all_instances(self) -> list[Instance]:
-        return [i for v in self.variants.values() for i in v.instances]
 
 
 class EndpointController:
@@ -100,13 +48,13 @@ class EndpointController:
         self.db = platform.db
         self.backend = backend or LocalBackend()
         self.root: Path = platform.settings.data_dir / "endpoints"
-        self.live: dict[str, Deployment] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics = EndpointMetrics(platform.db)
+        self.router = Router(platform.db, platform.account_id, self.metrics)
 
     @property
     def store(self) -> Any:
@@ -172,6 +120,7 @@ class EndpointController:
             self._set(name, status="Failed", failure_reason=str(exc))
             return
         self.live[name] = deployment
+        self._sync_fronts()  # InService only once every front routes to it
         self._set(name, status="InService", failure_reason=None, variants=_current(variants))
 
     def _swap_config(self, name: str, config_name: str) -> None:
@@ -190,6 +139,7 @@ class EndpointController:
             return
         old = self.live.get(name)
         self.live[name] = deployment
+        self._sync_fronts()
         self._set(name, status="InService", config_name=config_name, pending_config_name=None,
                   failure_reason=None, variants=_current(wanted))
         if old is not None:
@@ -216,10 +166,12 @@ class EndpointController:
         except DeployError as exc:
             self._set(name, status="InService", failure_reason=str(exc))
             return
+        self._sync_fronts()
         self._set(name, status="InService", failure_reason=None, variants=_current(variants))
 
     def _delete(self, name: str) -> None:
         deployment = self.live.pop(name, None)
+        self._sync_fronts()
         if deployment is not None:
             self._stop_deployment(deployment)
         shutil.rmtree(self.root / name, ignore_errors=True)
@@ -310,6 +262,7 @@ class EndpointController:
         """Stop instances no longer routed to once the requests they hold are answered (or DRAIN_SECONDS)."""
         for instance in instances:
             instance.healthy = False  # a request that listed it before the switch moves on to another
+        self._sync_fronts()  # and every front worker answered what it had sent them
         deadline = time.monotonic() + DRAIN_SECONDS
         while any(i.in_flight for i in instances) and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -319,6 +272,23 @@ class EndpointController:
     def _stop_deployment(self, deployment: Deployment) -> None:
         for instance in deployment.all_instances():
             self._stop_instance(instance)
+
+    # ------------------------------------------------------------ front workers (control/fronts.py)
+    def _sync_fronts(self) -> None:
+        """From a reconcile thread: return once every front worker routes by the current table."""
+        fronts = self.platform.parts.get("fronts")
+        if fronts is not None:
+            if self.live:
+                fronts.start_soon()
+            fronts.sync()
+
+    async def _publish_to_fronts(self) -> None:
+        """Health changes (and workers that started late) reach the front workers within a monitor tick."""
+        fronts = self.platform.parts.get("fronts")
+        if fronts is not None:
+            if self.live:
+                fronts.start_soon()
+            await fronts.publish()
 
     def _instance_pids(self) -> dict[tuple[str, str], list[int]]:
         pids: dict[tuple[str, str], list[int]] = {}
@@ -332,6 +302,7 @@ class EndpointController:
         last_ping = 0.0
         while True:
             await asyncio.sleep(HEALTH_INTERVAL)
+            await self._publish_to_fronts()
             probe = time.monotonic() - last_ping >= PING_EVERY
             if probe:
                 last_ping = time.monotonic()
@@ -363,61 +334,17 @@ class EndpointController:
             instance.replacing = False
             return
         variant.instances = [fresh if i is instance else i for i in variant.instances]
+        self._sync_fronts()
         self._stop_instance(instance)
 
     # ------------------------------------------------------------ routing
     async def invoke(self, name: str, body: bytes, headers: dict[str, str],
                      target_variant: str | None, received: float | None = None) -> tuple[str, Any]:
-        """Forward to an instance of the chosen variant; ``received`` (perf_counter) is when the request
-        arrived, so OverheadLatency can count routing, authentication and parsing too."""
-        deployment = self.live.get(name)
-        if deployment is None:
-            raise await self._not_serving(name)
-        variant = self._choose_variant(deployment, target_variant)
-        arrived = received if received is not None else time.perf_counter()
-        for instance in variant.pick():
-            instance.in_flight += 1
-            asked = time.perf_counter()
-            try:
-                response = await instance.server.pool.request("POST", "/invocations", headers, body)
-            except UpstreamError:
-                instance.healthy = False  # the monitor replaces it; this request moves on
-                continue
-            finally:
-                instance.in_flight -= 1
-            answered = time.perf_counter()
-            # ModelLatency: the instance's answer; OverheadLatency: everything else, failed tries included.
-            model = answered - asked
-            self.metrics.record(name, variant.name, response.status, model, answered - arrived - model)
-            return variant.name, response
-        self.metrics.record(name, variant.name, 503, 0.0, time.perf_counter() - arrived)
-        raise AwsError("ServiceUnavailable", f"No healthy instance of variant {variant.name} is available to "
-                                             "serve the request. Try your call again.", 503)
+        return await self.router.invoke(name, body, headers, target_variant, received)
 
-    def _choose_variant(self, deployment: Deployment, target: str | None) -> Variant:
-        if target is not None:
-            variant = deployment.variants.get(target)
-            if variant is None:
-                raise AwsError("ValidationError", f"The variant {target} does not exist in endpoint "
-                                                  f"{deployment.endpoint}.", 400)
-            return variant
-        candidates = [v for v in deployment.variants.values() if v.weight > 0] or list(deployment.variants.values())
-        if len(candidates) == 1:
-            return candidates[0]
-        return random.choices(candidates, weights=[v.weight or 1.0 for v in candidates])[0]
-
-    async def _not_serving(self, name: str) -> AwsError:
-        def status() -> str | None:
-            with self.db.session() as session:
-                endpoint = session.get(Endpoint, name)
-                return None if endpoint is None else endpoint.status
-
-        current = await asyncio.to_thread(status)
-        if current is None:
-            return AwsError("ValidationError", f"Endpoint {name} of account {self.platform.account_id} not found.",
-                            400)
-        return AwsError("ValidationError", f"Endpoint {name} is not in service (status {current}).", 400)
-
+    @property
+    def live(self) -> dict[str, Deployment]:
+        return self.router.live
 
 
 def desired_variants(config: EndpointConfig) -> list[dict[str, Any]]:

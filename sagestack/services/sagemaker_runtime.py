@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sagestack.aws.errors import AwsError
-from sagestack.control.endpoints import MAX_PAYLOAD
+from sagestack.control.routing import MAX_PAYLOAD
 from sagestack.services import RequestContext, operation
 
 

@@ -521,3 +521,88 @@ def test_invocation_metrics_reach_cloudwatch(tmp_path: Any, monkeypatch: pytest.
         assert statistic("/aws/sagemaker/Endpoints", "CPUUtilization", "Maximum") is not None
     finally:
         own.stop()
+
+
+def _front_workers(server: ServerProcess) -> list[psutil.Process]:
+    assert server.proc is not None
+    return [p for p in psutil.Process(server.proc.pid).children()
+            if "sagestack.front_worker" in " ".join(p.cmdline())]
+
+
+def _held_by(workers: list[psutil.Process], port: int) -> int:
+    """How many connections to the runtime port the front workers hold."""
+    held = 0
+    for worker in workers:
+        try:
+            held += sum(1 for c in worker.net_connections(kind="tcp") if c.laddr and c.laddr.port == port)
+        except psutil.Error:
+            continue
+    return held
+
+
+def _await_serving_worker(server: ServerProcess, port: int, timeout: float = 30) -> psutil.Process:
+    """A front worker that has taken a connection handed over by the main process."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _front_workers(server)
+        probes = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]  # one turn each
+        try:
+            time.sleep(0.1)
+            if workers and _held_by(workers, port):
+                return next(w for w in workers if _held_by([w], port))
+        finally:
+            for probe in probes:
+                probe.close()
+        time.sleep(0.2)
+    raise TimeoutError("no front worker serving the runtime port")
+
+
+def test_front_workers_share_the_runtime_port(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Connections alternate between the main process and a front worker; both count in the metrics; a killed
+    worker loses no new connection and is replaced."""
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import urlsplit
+
+    monkeypatch.setenv("SAGESTACK_METRICS_INTERVAL", "1")
+    own = ServerProcess(tmp_path / "fronts-data", extra_args=["--runtime-workers", "1"]).start()
+    try:
+        name, data = _small_endpoint(own, tmp_path)
+        port = urlsplit(own.endpoint_url("sagemaker-runtime")).port
+        assert port is not None
+        worker = _await_serving_worker(own, port)
+        row = _csv(np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)[:1, 1:]).encode()
+        payload = _signed_invoke(own, name, row)
+        connections = 6
+        for _ in range(connections):  # in turn: half of them are served by the worker
+            answers = _raw_exchange(own, payload * 5, 5)
+            assert [status for status, _, _ in answers] == [200] * 5
+            assert len({body for _, _, body in answers}) == 1
+
+        dims = [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]
+        cloudwatch = own.client("cloudwatch")
+
+        def invocations() -> float:
+            now = datetime.now(UTC)
+            points = cloudwatch.get_metric_statistics(
+                Namespace="AWS/SageMaker", MetricName="Invocations", Dimensions=dims,
+                StartTime=now - timedelta(minutes=5), EndTime=now + timedelta(minutes=1), Period=60,
+                Statistics=["Sum"])["Datapoints"]
+            return sum(p["Sum"] for p in points)
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and invocations() < connections * 5:
+            time.sleep(0.5)
+        assert invocations() == connections * 5  # the worker's counts reached the main process's flush
+
+        worker.kill()
+        worker.wait(5)
+        for _ in range(4):  # served by the main process while the worker is gone
+            assert [s for s, _, _ in _raw_exchange(own, payload, 1)] == [200]
+        replacement = _await_serving_worker(own, port)
+        assert replacement.pid != worker.pid
+        assert [s for s, _, _ in _raw_exchange(own, payload * 3, 3)] == [200] * 3
+    finally:
+        own.stop()
+    assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE  # stopped with the server
