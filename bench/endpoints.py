@@ -180,21 +180,44 @@ def model_server_port(server: ServerProcess, endpoint: str) -> int:
     raise RuntimeError("model server not found")
 
 
+def front_processes(server: ServerProcess, runtime_port: int, timeout: float = 30) -> list[Any]:
+    """The main process and the front workers serving the runtime port, once each worker took a connection
+    (they start with the first endpoint; see sagestack/control/fronts.py)."""
+    import socket
+
+    import psutil
+
+    assert server.proc is not None
+    main = psutil.Process(server.proc.pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        workers = [p for p in main.children() if "sagestack.front_worker" in " ".join(p.cmdline())]
+        probes = [socket.create_connection(("127.0.0.1", runtime_port)) for _ in range(len(workers) + 1)]
+        time.sleep(0.1)
+        serving = [w for w in workers
+                   if any(c.laddr and c.laddr.port == runtime_port for c in w.net_connections("tcp"))]
+        for probe in probes:
+            probe.close()
+        if len(serving) == len(workers) or time.monotonic() > deadline:
+            return [main, *serving]
+        time.sleep(0.2)
+
+
 def _cpu_seconds(processes: list[Any]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
-def measure_rounds(host: str, port: int, payload: bytes, seconds: float, rounds: int, router: Any,
+def measure_rounds(host: str, port: int, payload: bytes, seconds: float, rounds: int, router: list[Any],
                    instances: list[Any]) -> dict[str, float]:
     """8 clients, ``rounds`` times (this machine's speed drifts by +-20% within minutes): median and best
     req/s, and CPU per request of the router and of the model servers, the figures that travel best."""
     rates, router_us, model_us = [], [], []
     for _ in range(rounds):
-        before = (_cpu_seconds([router]), _cpu_seconds(instances))
+        before = (_cpu_seconds(router), _cpu_seconds(instances))
         rate, _, _, _ = measure(host, port, payload, seconds, 8)
         total = rate * seconds
         rates.append(rate)
-        router_us.append((_cpu_seconds([router]) - before[0]) / total * 1e6)
+        router_us.append((_cpu_seconds(router) - before[0]) / total * 1e6)
         model_us.append((_cpu_seconds(instances) - before[1]) / total * 1e6)
     return {"median": statistics.median(rates), "best": max(rates), "router_us": statistics.median(router_us),
             "model_us": statistics.median(model_us)}
@@ -248,9 +271,9 @@ def main() -> None:
             ):
                 rate, p50, p99, statuses = measure(host, target_port, payload, args.seconds, clients)
                 print(f"{label}  {rate:7.0f} req/s  p50 {p50:6.3f} ms  p99 {p99:6.3f} ms  {statuses}")
-            import psutil
-
-            router = psutil.Process(server.proc.pid)
+            router = front_processes(server, rt.port)
+            print(f"runtime port served by {len(router)} processes (the main one and its front workers); "
+                  "router CPU below is theirs together")
             for label, endpoint, payload in (("1 instance ", one, signed_one), ("2 instances", two, signed_two)):
                 figures = measure_rounds(rt.hostname, rt.port, payload, args.seconds, args.rounds, router,
                                          model_servers(server, endpoint))
