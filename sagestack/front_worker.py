@@ -32,6 +32,7 @@ from sagestack.control.routing import Router, TableMirror
 from sagestack.db import Database
 from sagestack.identity import CredentialStore
 from sagestack.ipc import Channel
+from sagestack.malloc import keep_freed_memory
 from sagestack.platform import Platform
 
 log = logging.getLogger("sagestack.front_worker")
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel-fd", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A big InvokeEndpoint is read, joined and forwarded as a few copies of its body (up to 8 MiB each).
+    keep_freed_memory(mmap_below=4 * RUNTIME_MAX_BODY, trim_above=16 * RUNTIME_MAX_BODY)
     try:
         import uvloop
 

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from sagestack.malloc import keep_freed_memory
 from sagestack.sockets import set_no_delay
 
 if TYPE_CHECKING:
@@ -365,31 +366,6 @@ async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[i
             os.unlink(unix_socket)
 
 
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed request buffers for the next request instead of unmapping them.
-
-    Every request allocates and frees its body, decoded text and rows: megabytes for a
-    big one. glibc hands blocks over 128 KiB back to the kernel at once and trims the
-    heap top, so the next request faults them in again (~1,700 page faults, ~5 ms on a
-    VM, for the tutorial's 6,513 rows). Blocks up to 64 MiB now stay in the heap.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        return
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, 64 << 20)
-        mallopt(_M_TRIM_THRESHOLD, 256 << 20)
-
-
-#: glibc's mallopt parameters (malloc.h).
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     # Before xgboost/numpy load their OpenMP runtime: one request at a time needs one thread.
@@ -422,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     def ready(bound: int) -> None:
         log(f"ready port={bound} pid={os.getpid()}")
 
-    _keep_freed_memory()
+    # Every request allocates and frees its body, decoded text and rows: megabytes for a big one.
+    keep_freed_memory(mmap_below=64 << 20, trim_above=256 << 20)
     loop = _new_loop(args.loop)
     try:
         loop.run_until_complete(serve(server, args.host, port, ready, args.unix_socket))
