@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import socket
 import ssl
 import sys
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sagestack.front_worker", description=__doc__)
     parser.add_argument("--channel-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    # Ctrl-C in the server's terminal reaches this process too; the main process stops it in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # A big InvokeEndpoint is read, joined and forwarded as a few copies of its body (up to 8 MiB each).
     keep_freed_memory(mmap_below=4 * RUNTIME_MAX_BODY, trim_above=16 * RUNTIME_MAX_BODY)

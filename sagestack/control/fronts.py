@@ -51,7 +51,9 @@ RUNTIME_MAX_BODY = 8 * 1024 * 1024
 MODULE = "sagestack.front_worker"
 #: A worker must have applied a table this long after it was sent (draining included), or it is replaced.
 SYNC_TIMEOUT = DRAIN_SECONDS + 10.0
+#: A worker that ended is started again after this, doubled for each one that ends before serving.
 RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 60.0
 
 
 def default_count() -> int:
@@ -89,6 +91,7 @@ class FrontWorkers:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._stopping = False
+        self._failed_starts = 0
 
     # ------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
@@ -156,8 +159,9 @@ class FrontWorkers:
             self._send_table(worker, self._current_table())
         elif kind == "applied":
             worker.applied = int(message["v"])
-            if not worker.ready:
+            if not worker.ready and worker.applied >= self._version:  # joins with the newest table only
                 worker.ready = True
+                self._failed_starts = 0
                 self._serving.append(worker)
                 log.info("front worker %d serving the runtime port", worker.process.pid)
             worker.changed.set()
@@ -174,8 +178,11 @@ class FrontWorkers:
             worker.process.kill()
         asyncio.get_running_loop().run_in_executor(None, worker.process.wait)
         if not self._stopping:
-            log.warning("front worker %d ended; starting another", worker.process.pid)
-            asyncio.get_running_loop().call_later(RESTART_DELAY, self._spawn)
+            if not worker.ready:
+                self._failed_starts += 1
+            delay = min(RESTART_DELAY * 2 ** self._failed_starts, MAX_RESTART_DELAY)
+            log.warning("front worker %d ended; starting another in %.0f s", worker.process.pid, delay)
+            asyncio.get_running_loop().call_later(delay, self._spawn)
 
     # ------------------------------------------------------------ balancing
     def hand_off(self, connection: socket.socket) -> bool:

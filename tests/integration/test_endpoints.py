@@ -357,6 +357,8 @@ def _small_endpoint(server: ServerProcess, workdir: Any) -> tuple[str, dict[str,
 
 def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK's Predictor against an https:// server, trusting its CA through AWS_CA_BUNDLE."""
+    from urllib.parse import urlsplit
+
     import boto3
     import sagemaker
     from sagemaker.predictor import Predictor
@@ -364,17 +366,24 @@ def test_sdk_predictor_over_https(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 
     from tests.integration.training_support import point_sdk_at
 
-    tls = ServerProcess(tmp_path / "tls-data", tls=True).start()
+    tls = ServerProcess(tmp_path / "tls-data", tls=True, extra_args=["--runtime-workers", "1"]).start()
     try:
         assert tls.url.startswith("https://") and "AWS_CA_BUNDLE" in tls.env
         name, data = _small_endpoint(tls, tmp_path)
+        port = urlsplit(tls.endpoint_url("sagemaker-runtime")).port
+        assert port is not None
+        _await_serving_worker(tls, port)
         point_sdk_at(tls, data["bucket"], tmp_path, monkeypatch)
-        # A fresh boto3 session: the process-wide default one may hold another server's credentials.
-        session = sagemaker.Session(boto_session=boto3.Session())
-        predictor = Predictor(name, sagemaker_session=session, serializer=CSVSerializer())
         features = np.loadtxt(data["local"]["test"], delimiter=",", dtype=np.float32)[:5, 1:]
-        scores = predictor.predict(features).decode().split()
-        assert len(scores) == 5 and all(0 <= float(s) <= 1 for s in scores)
+        answers = set()
+        for _ in range(4):  # fresh sessions, fresh connections: the main process and the worker in turn
+            # A fresh boto3 session: the process-wide default one may hold another server's credentials.
+            session = sagemaker.Session(boto_session=boto3.Session())
+            predictor = Predictor(name, sagemaker_session=session, serializer=CSVSerializer())
+            scores = predictor.predict(features).decode().split()
+            assert len(scores) == 5 and all(0 <= float(s) <= 1 for s in scores)
+            answers.add(tuple(scores))
+        assert len(answers) == 1
     finally:
         tls.stop()
 
