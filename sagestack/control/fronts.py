@@ -231,9 +231,17 @@ class FrontWorkers:
                     break
 
     def sync(self) -> None:
-        """From a reconcile thread: return once every serving worker routes by the current table."""
-        if not self._workers or self._loop is None:
+        """From a reconcile thread: return once every serving worker routes by the current table.
+
+        Never raises: a worker that cannot keep up is replaced, and the controller's own
+        state change (InService, an instance stopped) goes ahead either way."""
+        loop = self._loop
+        if not self._workers or loop is None or loop.is_closed():
             return
-        future = asyncio.run_coroutine_threadsafe(self.publish_and_wait(), self._loop)
-        future.result(SYNC_TIMEOUT + 5.0)
+        future = asyncio.run_coroutine_threadsafe(self.publish_and_wait(), loop)
+        try:
+            future.result(SYNC_TIMEOUT + 5.0)
+        except Exception:  # the loop stopping under us (shutdown), or a bug: log, never block the controller
+            future.cancel()
+            log.exception("publishing the routing table to the front workers failed")
 
