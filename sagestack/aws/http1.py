@@ -60,6 +60,8 @@ class FrontServer:
         self._listeners: list[socket.socket] = []
         self._ssl: ssl.SSLContext | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Connections between accept and connection_made (a TLS handshake): the loop only holds tasks weakly.
+        self._adopting: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
         """Listen; returns the bound port (useful with ``port=0``)."""
@@ -113,7 +115,9 @@ class FrontServer:
     def serve(self, connection: socket.socket) -> None:
         """Serve a connection accepted here or by another process (TLS handshake included)."""
         connection.setblocking(False)
-        asyncio.get_running_loop().create_task(self._adopt(connection))
+        task = asyncio.get_running_loop().create_task(self._adopt(connection))
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, connection: socket.socket) -> None:
         loop = asyncio.get_running_loop()

@@ -26,6 +26,7 @@ Workers start with the first endpoint (until then there is nothing to route).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -64,11 +65,11 @@ def default_count() -> int:
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
-    channel: Channel
     #: The newest table version it applied; -1 until its first.
     applied: int = -1
     ready: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    channel: Channel = field(init=False)
 
 
 class FrontWorkers:
@@ -124,22 +125,19 @@ class FrontWorkers:
         if self._stopping:
             return
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        with theirs:
-            process = subprocess.Popen(
-                [sys.executable, "-m", MODULE, "--channel-fd", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
-            )
-        worker: _Worker | None = None
-
-        def on_message(message: dict[str, Any], fds: list[int]) -> None:
-            assert worker is not None
-            self._on_message(worker, message, fds)
-
-        def on_close() -> None:
-            assert worker is not None
-            self._on_close(worker)
-
-        worker = _Worker(process, Channel(mine, on_message, on_close))
+        try:
+            with theirs:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", MODULE, "--channel-fd", str(theirs.fileno())],
+                    pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
+                )
+        except OSError as exc:  # out of processes or memory: the main process serves alone meanwhile
+            mine.close()
+            log.error("cannot start a front worker: %s", exc)
+            return
+        worker = _Worker(process)
+        worker.channel = Channel(mine, functools.partial(self._on_message, worker),
+                                 functools.partial(self._on_close, worker))
         self._workers.append(worker)
         worker.channel.send({"t": "config", **self._config()})
 
