@@ -76,7 +76,9 @@ def test_tutorial_workflow_with_sdk_v2(server: ServerProcess, sdk_env: dict[str,
     transformer.wait()
     out = s3.get_object(Bucket=bucket, Key="batch/output/test.csv.out")["Body"].read().decode()
     batch_scores = [float(v) for v in out.replace(",", "\n").split()]
-    assert np.allclose(batch_scores, expected, atol=1e-5)
+    assert len(batch_scores) == 6513
+    assert np.allclose(batch_scores, expected, atol=1e-6)
+    assert np.allclose(batch_scores, scores, atol=1e-6)  # the endpoint's scores
 
     predictor.delete_model()
     predictor.delete_endpoint(delete_endpoint_config=True)
