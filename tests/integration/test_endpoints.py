@@ -103,15 +103,29 @@ def test_lifecycle_describe_invoke_delete(server: ServerProcess, trained: dict[s
     assert described["ProductionVariants"][0]["ModelName"] == model
     assert sm.describe_model(ModelName=model)["PrimaryContainer"]["ModelDataUrl"] == trained["model_data"]
 
-    response = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv",
-                                       Body=_csv(trained["features"][:3]), CustomAttributes="trace=1")
+    response = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=_csv(trained["features"][:3]),
+                                       CustomAttributes="trace=1", InferenceId="req-42")
     scores = [float(v) for v in response["Body"].read().decode().split()]
     assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
     assert response["InvokedProductionVariant"] == "AllTraffic"
     assert response["ContentType"].startswith("text/csv")
     as_json = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Accept="application/json",
                                       Body=_csv(trained["features"][:2]))
-    assert len(json.loads(as_json["Body"].read())["predictions"]) == 2
+    assert [p["score"] for p in json.loads(as_json["Body"].read())["predictions"]] == pytest.approx(scores[:2])
+    # The same rows in the other input formats, and JSON Lines out.
+    rows = trained["features"][:2].tolist()
+    for content_type, body in (("application/json", json.dumps({"instances": [{"features": r} for r in rows]})),
+                               ("application/jsonlines", "\n".join(json.dumps(r) for r in rows))):
+        answer = runtime.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body,
+                                         Accept="application/jsonlines")
+        lines = answer["Body"].read().decode().splitlines()
+        assert [json.loads(line)["score"] for line in lines] == pytest.approx(scores[:2], abs=1e-6), content_type
+    sparse = " ".join(f"{i}:{v:.9g}" for i, v in enumerate(rows[0]) if v != 0)
+    answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/libsvm", Body=f"0 {sparse}")
+    assert 0 <= float(answer["Body"].read()) <= 1  # absent entries are missing values, not zeros
+    assert any(c["EndpointConfigName"] == config for c in sm.list_endpoint_configs()["EndpointConfigs"])
+    assert any(e["EndpointName"] == name for e in sm.list_endpoints()["Endpoints"])
+    assert any(m["ModelName"] == model for m in sm.list_models()["Models"])
 
     logs = server.client("logs").describe_log_streams(logGroupName=f"/aws/sagemaker/Endpoints/{name}")
     assert logs["logStreams"][0]["logStreamName"].startswith("AllTraffic/i-")
@@ -320,6 +334,56 @@ def test_batch_transform_bad_record_names_file_and_line(server: ServerProcess, t
     job = _wait_transform(sm, name)
     assert job["TransformJobStatus"] == "Failed"
     assert "data.csv" in job["FailureReason"] and "line 4" in job["FailureReason"], job["FailureReason"]
+
+
+def test_batch_transform_whole_files_single_records_and_stop(server: ServerProcess, trained: dict[str, Any]) -> None:
+    """SplitType None (each file one request), SingleRecord, two files at once; StopTransformJob ends a job
+    Stopped, and stopping it again is refused."""
+    sm, s3 = server.client("sagemaker"), server.client("s3")
+    bucket, rows = trained["bucket"], trained["features"]
+    for index in range(2):
+        body = _csv(rows[index * 20:(index + 1) * 20]).encode()
+        s3.put_object(Bucket=bucket, Key=f"whole/in/f{index}.csv", Body=body)
+    name = unique("bt-whole")
+    model = _model(server, trained)
+    sm.create_transform_job(
+        TransformJobName=name, ModelName=model, BatchStrategy="SingleRecord", MaxConcurrentTransforms=2,
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/whole/in"}},
+                        "ContentType": "text/csv", "SplitType": "None"},
+        TransformOutput={"S3OutputPath": f"s3://{bucket}/whole/out", "Accept": "text/csv"},
+        TransformResources={"InstanceType": "ml.m4.xlarge", "InstanceCount": 1},
+    )
+    job = _wait_transform(sm, name)
+    assert job["TransformJobStatus"] == "Completed", job.get("FailureReason")
+    assert job["MaxConcurrentTransforms"] == 2 and job["BatchStrategy"] == "SingleRecord"
+    runtime = server.client("sagemaker-runtime")
+    endpoint, _ = _endpoint(server, [_variant(model)])
+    assert _wait(server, endpoint)["EndpointStatus"] == "InService"
+    for index in range(2):
+        out = s3.get_object(Bucket=bucket, Key=f"whole/out/f{index}.csv.out")["Body"].read().decode().split()
+        online = runtime.invoke_endpoint(EndpointName=endpoint, ContentType="text/csv",
+                                         Body=_csv(rows[index * 20:(index + 1) * 20]))["Body"].read().decode().split()
+        assert len(out) == 20 and np.allclose([float(v) for v in out], [float(v) for v in online], atol=1e-6)
+    sm.delete_endpoint(EndpointName=endpoint)
+
+    for index in range(30):  # enough single records that the stop arrives mid-job
+        s3.put_object(Bucket=bucket, Key=f"stop/in/f{index}.csv", Body=_csv(rows[:200]).encode())
+    stopped = unique("bt-stop")
+    sm.create_transform_job(
+        TransformJobName=stopped, ModelName=model, BatchStrategy="SingleRecord",
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/stop/in"}},
+                        "ContentType": "text/csv", "SplitType": "Line"},
+        TransformOutput={"S3OutputPath": f"s3://{bucket}/stop/out"},
+        TransformResources={"InstanceType": "ml.m4.xlarge", "InstanceCount": 1},
+    )
+    sm.stop_transform_job(TransformJobName=stopped)
+    assert sm.describe_transform_job(TransformJobName=stopped)["TransformJobStatus"] in ("Stopping", "Stopped")
+    assert _wait_transform(sm, stopped)["TransformJobStatus"] == "Stopped"
+    with pytest.raises(ClientError) as excinfo:
+        sm.stop_transform_job(TransformJobName=stopped)
+    error = _error(excinfo)
+    assert (error["status"], error["Code"]) == (400, "ValidationException")
+    assert error["Message"] == "The request was rejected because the transform job is in status Stopped."
 
 
 def _model_servers(server: ServerProcess, endpoint: str) -> list[int]:
