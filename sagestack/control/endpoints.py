@@ -276,19 +276,22 @@ class EndpointController:
     # ------------------------------------------------------------ front workers (control/fronts.py)
     def _sync_fronts(self) -> None:
         """From a reconcile thread: return once every front worker routes by the current table."""
-        fronts = self.platform.parts.get("fronts")
+        fronts = self._fronts()
         if fronts is not None:
-            if self.live:
-                fronts.start_soon()
             fronts.sync()
 
     async def _publish_to_fronts(self) -> None:
         """Health changes (and workers that started late) reach the front workers within a monitor tick."""
-        fronts = self.platform.parts.get("fronts")
+        fronts = self._fronts()
         if fronts is not None:
-            if self.live:
-                fronts.start_soon()
             await fronts.publish()
+
+    def _fronts(self) -> Any:
+        """The front workers, started once there is an endpoint to route to (None without them)."""
+        fronts = self.platform.parts.get("fronts")
+        if fronts is not None and self.live:
+            fronts.start_soon()
+        return fronts
 
     def _instance_pids(self) -> dict[tuple[str, str], list[int]]:
         pids: dict[tuple[str, str], list[int]] = {}

@@ -22,8 +22,6 @@ from sagestack.control.endpoint_metrics import EndpointMetrics
 from sagestack.db.models.hosting import Endpoint
 from sagestack.serving.upstream import UpstreamError, UpstreamPool
 
-#: InvokeEndpoint's payload limit (SageMaker's).
-MAX_PAYLOAD = 6 * 1024 * 1024
 #: How long a retired instance (an update's old configuration, a scale-in) may finish its requests.
 DRAIN_SECONDS = 30.0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from sagestack.aws.errors import AwsError
-from sagestack.control.routing import MAX_PAYLOAD
 from sagestack.services import RequestContext, operation
 
 
@@ -26,9 +25,8 @@ def _model_error(ctx: RequestContext, endpoint: str, variant: str, status: int, 
 async def invoke_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointName"]
     body: bytes = params.get("Body") or b""
-    if len(body) > MAX_PAYLOAD:
-        raise AwsError("ValidationError", f"Received payload size of {len(body)} bytes exceeds the maximum "
-                                          f"payload size of {MAX_PAYLOAD} bytes.", 400)
+    # Bodies over 6 MB never get here: the model's length bound on Body is checked by validation, with
+    # AWS's own wording ("... Member must have length less than or equal to 6291456").
     headers = {"Content-Type": params.get("ContentType") or "application/octet-stream",
                "Accept": params.get("Accept") or "*/*"}
     for member, header in (("CustomAttributes", "X-Amzn-SageMaker-Custom-Attributes"),
