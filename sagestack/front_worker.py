@@ -35,6 +35,7 @@ from sagestack.identity import CredentialStore
 from sagestack.ipc import Channel
 from sagestack.malloc import keep_freed_memory
 from sagestack.platform import Platform
+from sagestack.services import sagemaker_runtime  # noqa: F401  (registers InvokeEndpoint's handler)
 
 log = logging.getLogger("sagestack.front_worker")
 
@@ -69,8 +70,6 @@ class FrontWorker:
         self.mirror = TableMirror(router)
         platform = Platform(settings=settings, db=db, account_id=config["account_id"], credentials=credentials,
                             parts={"endpoints": router})
-        import sagestack.services.sagemaker_runtime  # noqa: F401  (registers InvokeEndpoint)
-
         gateway = Gateway(ServiceCatalog(), credentials, platform)
         self.front = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
         self.front.attach(_ssl_context(config.get("tls")))
