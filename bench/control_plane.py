@@ -27,7 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 
 OPERATIONS = {
     "sts:GetCallerIdentity (query)": (

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.control_plane import _load  # noqa: E402
 from sagestack.compute import free_port  # noqa: E402
-from sagestack.launcher import ServerProcess  # noqa: E402
+from sagestack.testing.server_process import ServerProcess  # noqa: E402
 from tests.integration.training_support import (  # noqa: E402
     XGBOOST_IMAGE,
     adult_bucket,
@@ -191,7 +191,7 @@ def front_processes(server: ServerProcess, runtime_port: int, timeout: float = 3
     main = psutil.Process(server.proc.pid)
     deadline = time.monotonic() + timeout
     while True:
-        workers = [p for p in main.children() if "sagestack.front_worker" in " ".join(p.cmdline())]
+        workers = [p for p in main.children() if "sagestack.front.worker" in " ".join(p.cmdline())]
         probes = [socket.create_connection(("127.0.0.1", runtime_port)) for _ in range(len(workers) + 1)]
         time.sleep(0.1)
         serving = [w for w in workers

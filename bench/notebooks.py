@@ -24,7 +24,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.notebook_support import JupyterSession, notebook_role
 
 

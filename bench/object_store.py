@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 
 MiB = 1024 * 1024
 BUCKET = "bench-objects"

@@ -31,7 +31,7 @@ import xgboost as xgb
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sagestack.launcher import ServerProcess  # noqa: E402
+from sagestack.testing.server_process import ServerProcess  # noqa: E402
 from tests.integration.training_support import (  # noqa: E402
     TUTORIAL_HYPERPARAMETERS,
     adult_bucket,

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 import adult_prep  # noqa: E402
 
-from sagestack.launcher import ServerProcess  # noqa: E402
+from sagestack.testing.server_process import ServerProcess  # noqa: E402
 
 DATA = ROOT / "examples" / "adult-xgboost" / "data" / "adult.data.gz"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"

@@ -25,8 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sagestack.launcher import ServerProcess  # noqa: E402
 from sagestack.sdk_config import sdk_config_yaml  # noqa: E402
+from sagestack.testing.server_process import ServerProcess  # noqa: E402
 
 OUT = Path(os.environ.get("DEMO_OUTPUT", ROOT / "demo-output")).resolve()
 TUTORIAL = ROOT / "examples" / "adult-xgboost" / "tutorial.py"
@@ -80,7 +80,7 @@ def run_script(server: ServerProcess, bucket: str, quick: bool) -> dict:
 
 def run_in_notebook_instance(server: ServerProcess, quick: bool) -> dict:
     """Step 1 as the console does it, then the tutorial notebook inside the instance."""
-    from sagestack.notebook_client import JupyterSession
+    from sagestack.testing.notebook_client import JupyterSession
 
     sm, iam = server.client("sagemaker"), server.client("iam")
     started = time.perf_counter()

@@ -23,7 +23,7 @@ class Settings:
     #: The sagemaker-runtime port (the lean front of ``aws/http1.py``); 0 = any free port.
     runtime_port: int = 0
     #: Front worker processes serving the runtime port next to the main one; None = one per extra core
-    #: (at most 3), 0 = the main process alone (see control/fronts.py).
+    #: (at most 3), 0 = the main process alone (see front/pool.py).
     runtime_workers: int | None = None
     #: SQLAlchemy URL; None means SQLite in the data dir.
     db_url: str | None = None

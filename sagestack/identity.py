@@ -20,11 +20,26 @@ from sqlalchemy import select
 from sagestack.db import Database
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import AccessKey, IamRole, IamUser, Installation, SessionCredential
-from sagestack.services.context import Principal
 
 CACHE_SECONDS = 2.0
 ADMIN_USER = "admin"
 _ALNUM = string.ascii_uppercase + string.digits
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    account_id: str
+    arn: str
+    #: AIDA... for a user, ``AROA...:<session>`` for an assumed role.
+    user_id: str
+    access_key_id: str
+    #: "user" or "assumed-role".
+    kind: str
+    #: The IAM user name, or the role name for an assumed role.
+    name: str
+    is_admin: bool = False
 
 
 def random_id(prefix: str, length: int = 16) -> str:

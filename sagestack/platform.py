@@ -1,36 +1,110 @@
-"""The running platform: every long-lived part a handler may reach through ctx.platform."""
+"""The running platform: every long-lived part a handler or controller may reach, by name and type.
+
+Handlers (``services/``) and controllers (``control/``) never import each other, yet a
+handler must tell a controller that there is work (a job submitted, an endpoint to
+deploy). So the platform names each controller by what handlers may ask of it: the
+``*Runner`` protocols below. ``server.py`` builds the real parts and attaches them;
+an editor follows ``ctx.platform.training.submit`` to :class:`TrainingRunner`, and
+from there to ``control/training.py``'s ``TrainingController`` which implements it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore
+from sagestack.storage import ObjectStore
 
 
-@dataclass
+class TrainingRunner(Protocol):
+    """Runs training jobs (``control/training.py``)."""
+
+    def check_inputs(self, request: dict[str, Any]) -> None: ...
+    def submit(self, name: str) -> None: ...
+    def stop(self, name: str, reason: str | None = None) -> None: ...
+
+
+class TransformRunner(Protocol):
+    """Runs batch transform jobs (``control/transform.py``)."""
+
+    def check_inputs(self, request: dict[str, Any]) -> None: ...
+    def submit(self, name: str) -> None: ...
+    def stop(self, name: str) -> None: ...
+
+
+class TuningRunner(Protocol):
+    """Runs hyperparameter tuning jobs (``control/tuning.py``)."""
+
+    def submit(self, name: str, request: dict[str, Any]) -> None: ...
+    def wake(self) -> None: ...
+
+
+class EndpointDeployer(Protocol):
+    """Deploys endpoints and routes their invocations (``control/endpoints.py``)."""
+
+    def reconcile_soon(self, name: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+    async def invoke(self, name: str, body: bytes, headers: dict[str, str], target_variant: str | None,
+                     received: float | None = None) -> tuple[str, Any]: ...
+
+
+class NotebookRunner(Protocol):
+    """Runs notebook instances (``control/notebooks.py``)."""
+
+    def launch(self, name: str) -> None: ...
+    def stop(self, name: str) -> None: ...
+    def delete(self, name: str) -> None: ...
+    def url_of(self, name: str) -> str: ...
+    def presigned_url(self, name: str, created: datetime, session_seconds: int) -> str: ...
+
+
+class FrontSync(Protocol):
+    """The runtime port's front workers (``front/pool.py``), as the endpoint controller drives them."""
+
+    def start_soon(self) -> None: ...
+    def sync(self) -> None: ...
+    async def publish(self) -> int: ...
+
+
 class Platform:
-    settings: Settings
-    db: Database
-    account_id: str
-    credentials: CredentialStore
-    #: Further parts (object store, compute backend, reconcilers) attach here by name
-    #: as they are started; see sagestack/server.py.
-    parts: dict[str, Any] = field(default_factory=dict)
+    """The parts of one running server. Members after ``storage`` are attached by ``server.py``."""
+
+    training: TrainingRunner
+    transform: TransformRunner
+    tuning: TuningRunner
+    endpoints: EndpointDeployer
+    notebooks: NotebookRunner
+    #: None until the runtime port is built (and in processes without one).
+    fronts: FrontSync | None = None
     #: The sagemaker-runtime endpoint's URL, known once its port is bound (before ``start``).
     runtime_url: str | None = None
 
+    def __init__(self, settings: Settings, db: Database, account_id: str, credentials: CredentialStore,
+                 storage: ObjectStore) -> None:
+        self.settings = settings
+        self.db = db
+        self.account_id = account_id
+        self.credentials = credentials
+        self.storage = storage
+        #: Parts with an event-loop life (``startup``/``shutdown``), in the order they were attached.
+        self._running: list[Any] = []
+
+    def attach(self, part: Any) -> None:
+        """Give a part an event-loop life: started by :meth:`start`, stopped in reverse by :meth:`stop`."""
+        self._running.append(part)
+
     async def start(self) -> None:
         """Start every part that runs on the event loop (health monitors, metric flushers)."""
-        for part in self.parts.values():
+        for part in self._running:
             startup = getattr(part, "startup", None)
             if startup is not None:
                 await startup()
 
     async def stop(self) -> None:
-        for part in reversed(list(self.parts.values())):
+        for part in reversed(self._running):
             shutdown = getattr(part, "shutdown", None)
             if shutdown is not None:
                 await shutdown()

@@ -20,20 +20,20 @@ from sagestack.aws.gateway import Gateway
 from sagestack.aws.http1 import FrontServer
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
-from sagestack.control.fronts import RUNTIME_MAX_BODY, RUNTIME_SERVICES, FrontWorkers, default_count
 from sagestack.control.housekeeping import Housekeeping
-from sagestack.control.notebook_proxy import NotebookProxy
 from sagestack.control.notebooks import PROXY_PREFIX, NotebookController
 from sagestack.control.routing import table_of
 from sagestack.control.training import TrainingController
 from sagestack.control.transform import TransformController
 from sagestack.control.tuning import TuningController
 from sagestack.db import Database
+from sagestack.front.pool import RUNTIME_MAX_BODY, RUNTIME_SERVICES, FrontWorkers, default_count
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
 from sagestack.storage import LocalObjectStore, ObjectStore
 from sagestack.storage.external import ExternalObjectStore
 from sagestack.tls import ensure_certificate
+from sagestack.web.notebook_proxy import NotebookProxy
 
 log = logging.getLogger("sagestack")
 
@@ -52,26 +52,29 @@ def prepare(settings: Settings) -> Platform:
     services.load_all()
     for seed in services.seeders():
         seed(db)
-    platform = Platform(settings=settings, db=db, account_id=account_id,
-                        credentials=CredentialStore(db, account_id))
-    platform.parts["storage"] = _object_store(settings, db, account_id)
+    platform = Platform(settings, db, account_id, CredentialStore(db, account_id),
+                        _object_store(settings, db, account_id))
     training = TrainingController(platform)
     ended = training.recover()
     if ended:
         log.warning("%d training job(s) interrupted by the last shutdown were ended", ended)
-    platform.parts["training"] = training
-    platform.parts["endpoints"] = EndpointController(platform)
+    platform.training = training
+    platform.attach(training)
+    platform.endpoints = EndpointController(platform)
+    platform.attach(platform.endpoints)
     transform = TransformController(platform)
     transform.recover()
-    platform.parts["transform"] = transform
-    platform.parts["housekeeping"] = Housekeeping(db)
-    tuning = TuningController(platform)
+    platform.transform = transform
+    platform.attach(Housekeeping(db))
+    tuning = TuningController(platform, training)
     if tuning.recover():
         log.info("resuming the tuning jobs that were running at the last shutdown")
-    platform.parts["tuning"] = tuning
+    platform.tuning = tuning
+    platform.attach(tuning)
     notebooks = NotebookController(platform, server_url=_url(settings))
     notebooks.recover()  # instances that were up start again once the event loop runs
-    platform.parts["notebooks"] = notebooks
+    platform.notebooks = notebooks
+    platform.attach(notebooks)
     return platform
 
 
@@ -96,11 +99,15 @@ def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None,
               tls_files: tuple[Path, Path] | None = None) -> RootApp:
     gateway = Gateway(ServiceCatalog(), platform.credentials, platform)
     settings = platform.settings
-    endpoints = platform.parts["endpoints"]
+    endpoints = platform.endpoints
+    notebooks = platform.notebooks
+    # The front workers mirror the endpoint controller's live table; the proxy reaches live instances.
+    assert isinstance(endpoints, EndpointController) and isinstance(notebooks, NotebookController)
     count = settings.runtime_workers if settings.runtime_workers is not None else default_count()
     fronts = FrontWorkers(settings, platform.account_id, count, lambda: table_of(endpoints.live),
                           endpoints.metrics, tls_files)
-    platform.parts["fronts"] = fronts
+    platform.fronts = fronts
+    platform.attach(fronts)
     runtime = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY, hand_off=fronts.hand_off)
 
     async def on_start() -> None:
@@ -118,8 +125,8 @@ def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None,
         await platform.stop()
         platform.db.dispose()
 
-    proxy = NotebookProxy(platform)
-    platform.parts["notebook_proxy"] = proxy  # its shutdown() closes the upstream connections
+    proxy = NotebookProxy(notebooks)
+    platform.attach(proxy)  # its shutdown() closes the upstream connections
     return RootApp(gateway, internal_app(on_start, on_stop, [Mount(PROXY_PREFIX, app=proxy)]))
 
 

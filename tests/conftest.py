@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 
 # Tests never reach real AWS: no ambient credentials or endpoints.
 for _name in [n for n in os.environ if n.startswith("AWS_")]:

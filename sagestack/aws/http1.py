@@ -46,7 +46,7 @@ class FrontServer:
 
     It accepts connections itself, so that each one can be served here or handed
     to another process (``hand_off`` returns True when it took the socket; see
-    :mod:`sagestack.control.fronts`); :meth:`serve` adopts a connection accepted elsewhere.
+    :mod:`sagestack.front.pool`); :meth:`serve` adopts a connection accepted elsewhere.
     """
 
     def __init__(self, gateway: Gateway, services: frozenset[str], max_body: int,

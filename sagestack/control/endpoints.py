@@ -35,6 +35,7 @@ from sagestack.control.routing import DRAIN_SECONDS, Deployment, Instance, Route
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
 from sagestack.db.models.tags import ResourceTag
+from sagestack.platform import FrontSync, Platform
 
 log = logging.getLogger("sagestack.endpoints")
 
@@ -43,7 +44,7 @@ PING_EVERY = 5.0
 
 
 class EndpointController:
-    def __init__(self, platform: Any, backend: LocalBackend | None = None) -> None:
+    def __init__(self, platform: Platform, backend: LocalBackend | None = None) -> None:
         self.platform = platform
         self.db = platform.db
         self.backend = backend or LocalBackend()
@@ -58,7 +59,7 @@ class EndpointController:
 
     @property
     def store(self) -> Any:
-        return self.platform.parts["storage"]
+        return self.platform.storage
 
     # ------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
@@ -273,7 +274,7 @@ class EndpointController:
         for instance in deployment.all_instances():
             self._stop_instance(instance)
 
-    # ------------------------------------------------------------ front workers (control/fronts.py)
+    # ------------------------------------------------------------ front workers (front/pool.py)
     def _sync_fronts(self) -> None:
         """From a reconcile thread: return once every front worker routes by the current table."""
         fronts = self._fronts()
@@ -286,9 +287,9 @@ class EndpointController:
         if fronts is not None:
             await fronts.publish()
 
-    def _fronts(self) -> Any:
+    def _fronts(self) -> FrontSync | None:
         """The front workers, started once there is an endpoint to route to (None without them)."""
-        fronts = self.platform.parts.get("fronts")
+        fronts = self.platform.fronts
         if fronts is not None and self.live:
             fronts.start_soon()
         return fronts

@@ -2,7 +2,7 @@
 
 Every instance is a JupyterLab server (the real ``jupyterlab`` package), a
 child process of the sagestack server listening on 127.0.0.1 on a private port,
-behind the authenticating proxy of control/notebook_proxy.py. Its files live in
+behind the authenticating proxy of web/notebook_proxy.py. Its files live in
 ``<data-dir>/notebooks/<name>/`` (the instance's HOME, like ``/home/ec2-user``):
 ``SageMaker/`` is Jupyter's root (the user's notebooks, kept across stop/start),
 ``.sagestack/`` is rewritten by the platform at every start (Jupyter config with
@@ -46,11 +46,12 @@ from sqlalchemy import delete, select
 
 from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance, free_port
-from sagestack.control.notebook_auth import TokenSigner
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
 from sagestack.identity import random_id, random_secret, write_private
+from sagestack.logic.notebook_tokens import TokenSigner
+from sagestack.platform import Platform
 from sagestack.sdk_config import sdk_config_yaml
 from sagestack.services.logs import append_events, ensure_log_stream
 from sagestack.services.sagemaker.tags import drop_tags
@@ -143,7 +144,7 @@ def instance_stamp(created: datetime) -> int:
 
 
 class NotebookController:
-    def __init__(self, platform: Any, server_url: str, backend: LocalBackend | None = None) -> None:
+    def __init__(self, platform: Platform, server_url: str, backend: LocalBackend | None = None) -> None:
         self.platform = platform
         self.db = platform.db
         self.settings = platform.settings
@@ -283,7 +284,7 @@ class NotebookController:
     def _ensure_default_bucket(self) -> str:
         """``sagemaker-<region>-<account>``, the SDK's default bucket, created on first use like the SDK would."""
         bucket = f"sagemaker-{self.settings.region}-{self.platform.account_id}"
-        store = self.platform.parts["storage"]
+        store = self.platform.storage
         try:
             store.create_bucket(bucket, self.settings.region, self.platform.account_id)
         except AwsError as error:

@@ -3,7 +3,7 @@
 The endpoint controller owns the model-server processes and keeps the live
 table (endpoint → variants → instances). Every front that serves the runtime
 port routes with a :class:`Router` over such a table: the main process over the
-controller's own objects, each front worker (:mod:`sagestack.front_worker`) over
+controller's own objects, each front worker (:mod:`sagestack.front.worker`) over
 a mirror rebuilt from :func:`table_of` snapshots the main process sends it.
 """
 

@@ -37,6 +37,7 @@ from sagestack.control.debugging import JobDebugger
 from sagestack.control.inputs import check_output_bucket, resolve_source
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
+from sagestack.platform import Platform
 from sagestack.services.cloudwatch import put_datapoints
 from sagestack.services.logs import append_events, ensure_log_stream
 from sagestack.storage import files
@@ -85,7 +86,7 @@ class _Run:
 
 
 class TrainingController:
-    def __init__(self, platform: Any, backend: LocalBackend | None = None) -> None:
+    def __init__(self, platform: Platform, backend: LocalBackend | None = None) -> None:
         self.platform = platform
         self.db = platform.db
         self.backend = backend or LocalBackend()
@@ -97,7 +98,7 @@ class TrainingController:
 
     @property
     def store(self) -> Any:
-        return self.platform.parts["storage"]
+        return self.platform.storage
 
     async def startup(self) -> None:
         """Warm the algorithm's zygote in the background: the first job then starts fast too."""

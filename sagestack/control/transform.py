@@ -27,6 +27,7 @@ from sagestack.control.model_servers import DeployError, ModelServer, fetch_mode
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Model
 from sagestack.db.models.transform import TransformJob
+from sagestack.platform import Platform
 from sagestack.serving.upstream import UpstreamError
 from sagestack.storage import files
 from sagestack.storage.api import ObjectMeta
@@ -47,7 +48,7 @@ class _Run:
 
 
 class TransformController:
-    def __init__(self, platform: Any, backend: LocalBackend | None = None) -> None:
+    def __init__(self, platform: Platform, backend: LocalBackend | None = None) -> None:
         self.platform = platform
         self.db = platform.db
         self.backend = backend or LocalBackend()
@@ -57,7 +58,7 @@ class TransformController:
 
     @property
     def store(self) -> Any:
-        return self.platform.parts["storage"]
+        return self.platform.storage
 
     def recover(self) -> int:
         now = utcnow()

@@ -35,11 +35,12 @@ from sqlalchemy import select
 
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
-from sagestack.control.training import next_transitions
+from sagestack.control.training import TrainingController, next_transitions
 from sagestack.db.base import utcnow
 from sagestack.db.models.tags import ResourceTag
 from sagestack.db.models.training import TrainingJob
 from sagestack.db.models.tuning import TuningJob, TuningTrial
+from sagestack.platform import Platform
 from sagestack.tuning import Completion, TrialRecord, Tuner, parse_request
 
 log = logging.getLogger("sagestack.tuning")
@@ -256,10 +257,11 @@ def _region(arn: str) -> str:
 
 
 class TuningController:
-    def __init__(self, platform: Any) -> None:
+    def __init__(self, platform: Platform, training: TrainingController) -> None:
         self.platform = platform
         self.db = platform.db
-        self.training = platform.parts["training"]
+        #: The concrete runner: tuning listens to its metrics and job ends.
+        self.training = training
         self._lock = threading.Lock()
         self._active: set[str] = set()
         #: tuning job -> objective metric name, training job -> tuning job: what the listeners filter on.

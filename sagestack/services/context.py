@@ -5,24 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sagestack.identity import Principal
+
 if TYPE_CHECKING:
     from sagestack.platform import Platform
 
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller."""
-
-    account_id: str
-    arn: str
-    #: AIDA... for a user, ``AROA...:<session>`` for an assumed role.
-    user_id: str
-    access_key_id: str
-    #: "user" or "assumed-role".
-    kind: str
-    #: The IAM user name, or the role name for an assumed role.
-    name: str
-    is_admin: bool = False
+__all__ = ["Principal", "RequestContext"]
 
 
 @dataclass

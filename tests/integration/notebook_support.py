@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sagestack.notebook_client import CellResult, JupyterSession, Kernel  # noqa: F401  (re-exported)
+from sagestack.testing.notebook_client import CellResult, JupyterSession, Kernel  # noqa: F401  (re-exported)
 from tests.integration.training_support import TRUST, unique
 
 LIFECYCLE_ECHO = "sagestack-onstart-marker"

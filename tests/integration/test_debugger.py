@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.browser import render
 from tests.integration.test_sdk_workflow import sdk_env  # noqa: F401  (fixture)
 from tests.integration.training_support import (

@@ -14,7 +14,7 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.training_support import (
     XGBOOST_IMAGE,
     adult_bucket,
@@ -603,7 +603,7 @@ def test_invocation_metrics_reach_cloudwatch(tmp_path: Any, monkeypatch: pytest.
 def _front_workers(server: ServerProcess) -> list[psutil.Process]:
     assert server.proc is not None
     return [p for p in psutil.Process(server.proc.pid).children()
-            if "sagestack.front_worker" in " ".join(p.cmdline())]
+            if "sagestack.front.worker" in " ".join(p.cmdline())]
 
 
 def _held_by(workers: list[psutil.Process], port: int) -> int:

@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 
 
 def _error(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[int, str, str]:

@@ -18,8 +18,8 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from sagestack.control.notebook_auth import COOKIE_NAME, Claims, TokenSigner
-from sagestack.launcher import ServerProcess
+from sagestack.logic.notebook_tokens import COOKIE_NAME, Claims, TokenSigner
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.browser import render
 from tests.integration.notebook_support import LIFECYCLE_ECHO, JupyterSession, notebook_role, wait_in_service
 from tests.integration.training_support import unique

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.s3_support import error_of, md5_b64, md5_hex, unique_bucket
 
 MiB = 1024 * 1024

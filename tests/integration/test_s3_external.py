@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.s3_support import error_of, file_md5, unique_bucket, write_random_file
 
 MiB = 1024 * 1024

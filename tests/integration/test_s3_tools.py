@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.s3_support import error_of, file_md5, md5_hex, unique_bucket, write_random_file
 
 MiB = 1024 * 1024

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xgboost as xgb
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.training_support import adult_bucket, execution_role, load_model, point_sdk_at
 
 sagemaker = pytest.importorskip("sagemaker")

@@ -12,7 +12,7 @@ import pytest
 import xgboost as xgb
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.training_support import (
     adult_bucket,
     channel,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from botocore.exceptions import ClientError
 
-from sagestack.launcher import ServerProcess
+from sagestack.testing.server_process import ServerProcess
 from tests.integration.training_support import (
     XGBOOST_IMAGE,
     adult_bucket,

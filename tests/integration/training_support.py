@@ -11,8 +11,8 @@ from typing import Any
 
 import xgboost as xgb
 
-from sagestack.launcher import ServerProcess
 from sagestack.sdk_config import sdk_config_yaml
+from sagestack.testing.server_process import ServerProcess
 from tests.unit.adult_prep import prepare
 
 ADULT_GZ = Path(__file__).resolve().parents[2] / "examples" / "adult-xgboost" / "data" / "adult.data.gz"

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from sagestack.control.endpoint_metrics import EndpointMetrics
-from sagestack.control.fronts import FrontWorkers
 from sagestack.control.routing import Deployment, Instance, RemoteServer, Router, TableMirror, Variant, table_of
-from sagestack.ipc import Channel
+from sagestack.front.channel import Channel
+from sagestack.front.pool import FrontWorkers
 from sagestack.serving.upstream import UpstreamPool
 
 

@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-from sagestack.control.notebook_auth import Claims, TokenSigner
-from sagestack.control.notebook_proxy import _cookie_values, _other_cookies, _split
 from sagestack.control.notebooks import (
     SITE_DIR,
     instance_memory_mib,
@@ -17,6 +15,8 @@ from sagestack.control.notebooks import (
     lifecycle_reason,
     memory_victim,
 )
+from sagestack.logic.notebook_tokens import Claims, TokenSigner
+from sagestack.web.notebook_proxy import _cookie_values, _other_cookies, _split
 
 
 def test_tokens_verify_only_when_genuine_unexpired_and_of_their_kind(tmp_path: Path) -> None:

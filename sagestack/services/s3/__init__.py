@@ -2,7 +2,7 @@
 
 Handlers translate S3 requests (already parsed against botocore's model) into
 calls on the :class:`~sagestack.storage.api.ObjectStore` in
-``ctx.platform.parts["storage"]`` — the embedded store or an external one —
+``ctx.platform.storage`` — the embedded store or an external one —
 and its results and errors into S3's wire behaviour.
 """
 

@@ -39,7 +39,7 @@ _CHECKSUM_TRAILER = "x-amz-checksum-"
 
 
 def store(ctx: RequestContext) -> ObjectStore:
-    return ctx.platform.parts["storage"]
+    return ctx.platform.storage
 
 
 async def run(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -193,7 +193,7 @@ def create_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         session.add(Endpoint(name=name, arn=arn, config_name=config.name, status="Creating",
                              variants=desired_variants(config), created=now, last_modified=now))
         put_tags(session, arn, params.get("Tags", []))
-    ctx.platform.parts["endpoints"].reconcile_soon(name)
+    ctx.platform.endpoints.reconcile_soon(name)
     return {"EndpointArn": arn}
 
 
@@ -254,7 +254,7 @@ def delete_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         endpoint = _endpoint(session, ctx, name)
         endpoint.status = "Deleting"
         endpoint.last_modified = utcnow()
-    ctx.platform.parts["endpoints"].delete(name)
+    ctx.platform.endpoints.delete(name)
     return {}
 
 
@@ -270,7 +270,7 @@ def update_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
         endpoint.status = "Updating"
         endpoint.last_modified = utcnow()
         arn = endpoint.arn
-    ctx.platform.parts["endpoints"].reconcile_soon(name)
+    ctx.platform.endpoints.reconcile_soon(name)
     return {"EndpointArn": arn}
 
 
@@ -296,5 +296,5 @@ def update_endpoint_weights_and_capacities(ctx: RequestContext, params: dict[str
         endpoint.status = "Updating"
         endpoint.last_modified = utcnow()
         arn = endpoint.arn
-    ctx.platform.parts["endpoints"].reconcile_soon(name)
+    ctx.platform.endpoints.reconcile_soon(name)
     return {"EndpointArn": arn}

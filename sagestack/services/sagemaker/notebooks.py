@@ -13,6 +13,7 @@ from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
+from sagestack.platform import NotebookRunner
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import name_filter, page, sort_items, time_filters
 from sagestack.services.sagemaker.tags import drop_tags, put_tags
@@ -34,8 +35,8 @@ def _config_arn(ctx: RequestContext, name: str) -> str:
     return ctx.arn("sagemaker", f"notebook-instance-lifecycle-config/{name.lower()}")
 
 
-def _controller(ctx: RequestContext) -> Any:
-    return ctx.platform.parts["notebooks"]
+def _controller(ctx: RequestContext) -> NotebookRunner:
+    return ctx.platform.notebooks
 
 
 def _instance(session: Any, name: str) -> NotebookInstance:

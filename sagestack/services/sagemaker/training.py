@@ -83,7 +83,7 @@ def checked_training_request(platform: Any, params: dict[str, Any]) -> dict[str,
     """The request with SageMaker's defaults filled in, or the AwsError CreateTrainingJob would raise."""
     _validate_request(params)
     request = _with_defaults(params)
-    platform.parts["training"].check_inputs(request)
+    platform.training.check_inputs(request)
     return request
 
 
@@ -115,7 +115,7 @@ def create_training_job_from_request(platform: Any, params: dict[str, Any], tuni
             tuning_job_name=tuning_job_name,
         ))
         put_tags(session, arn, params.get("Tags", []))
-    platform.parts["training"].submit(name)
+    platform.training.submit(name)
     return arn
 
 
@@ -243,7 +243,7 @@ def stop_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         job.secondary_status = "Stopping"
         job.transitions = next_transitions(job.transitions, "Stopping", "Stopping the training job", now)
         job.last_modified = now
-    ctx.platform.parts["training"].stop(name)
+    ctx.platform.training.stop(name)
     return {}
 
 

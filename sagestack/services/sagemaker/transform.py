@@ -51,7 +51,7 @@ def create_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     name = params["TransformJobName"]
     arn = ctx.arn("sagemaker", f"transform-job/{name.lower()}")
     request = _with_defaults(params)
-    controller = ctx.platform.parts["transform"]
+    controller = ctx.platform.transform
     now = utcnow()
     with ctx.platform.db.transaction() as session:
         if session.get(TransformJob, name) is not None:
@@ -120,5 +120,5 @@ def stop_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
         job.stop_requested = True
         job.status = "Stopping"
         job.last_modified = utcnow()
-    ctx.platform.parts["transform"].stop(name)
+    ctx.platform.transform.stop(name)
     return {}

@@ -122,7 +122,7 @@ def create_hyper_parameter_tuning_job(ctx: RequestContext, params: dict[str, Any
         session.add(TuningJob(name=name, arn=arn, request=request, status="InProgress", created=now,
                               last_modified=now))
         put_tags(session, arn, params.get("Tags", []))
-    ctx.platform.parts["tuning"].submit(name, request)
+    ctx.platform.tuning.submit(name, request)
     return {"HyperParameterTuningJobArn": arn}
 
 
@@ -310,7 +310,7 @@ def stop_hyper_parameter_tuning_job(ctx: RequestContext, params: dict[str, Any])
         job.status = "Stopping"
         job.stop_requested = True
         job.last_modified = utcnow()
-    ctx.platform.parts["tuning"].wake()
+    ctx.platform.tuning.wake()
     return {}
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 from websockets.sync.client import ClientConnection, connect
 
-from sagestack.control.notebook_auth import COOKIE_NAME
+from sagestack.logic.notebook_tokens import COOKIE_NAME
 
 
 @dataclass

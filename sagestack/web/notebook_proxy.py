@@ -27,9 +27,9 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from sagestack.control.notebook_auth import COOKIE_NAME, TokenSigner
 from sagestack.control.notebooks import PROXY_PREFIX, Live, NotebookController, instance_stamp
 from sagestack.db.models.notebooks import NotebookInstance
+from sagestack.logic.notebook_tokens import COOKIE_NAME, TokenSigner
 
 log = logging.getLogger("sagestack.notebooks.proxy")
 
@@ -40,13 +40,9 @@ _SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
 class NotebookProxy:
-    def __init__(self, platform: Any) -> None:
-        self.platform = platform
+    def __init__(self, controller: NotebookController) -> None:
+        self.controller = controller
         self._client: httpx.AsyncClient | None = None
-
-    @property
-    def controller(self) -> NotebookController:
-        return self.platform.parts["notebooks"]
 
     @property
     def signer(self) -> TokenSigner:

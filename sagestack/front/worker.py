@@ -1,6 +1,6 @@
-"""A front worker: one more process serving the runtime port (see :mod:`sagestack.control.fronts`).
+"""A front worker: one more process serving the runtime port (see :mod:`sagestack.front.pool`).
 
-    python -m sagestack.front_worker --channel-fd FD
+    python -m sagestack.front.worker --channel-fd FD
 
 Started by the main server process, never by hand: FD is its end of the channel
 to the main process. It runs the same gateway (SigV4, parsing, validation,
@@ -28,16 +28,16 @@ from sagestack.aws.gateway import Gateway
 from sagestack.aws.http1 import FrontServer
 from sagestack.config import Settings
 from sagestack.control.endpoint_metrics import EndpointMetrics
-from sagestack.control.fronts import RUNTIME_MAX_BODY, RUNTIME_SERVICES
 from sagestack.control.routing import Router, TableMirror
 from sagestack.db import Database
+from sagestack.front.channel import Channel
+from sagestack.front.pool import RUNTIME_MAX_BODY, RUNTIME_SERVICES
 from sagestack.identity import CredentialStore
-from sagestack.ipc import Channel
 from sagestack.malloc import keep_freed_memory
 from sagestack.platform import Platform
 from sagestack.services import sagemaker_runtime  # noqa: F401  (registers InvokeEndpoint's handler)
 
-log = logging.getLogger("sagestack.front_worker")
+log = logging.getLogger("sagestack.front.worker")
 
 METRICS_EVERY = 1.0
 
@@ -135,7 +135,7 @@ async def _run(fd: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sagestack.front_worker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sagestack.front.worker", description=__doc__)
     parser.add_argument("--channel-fd", type=int, required=True)
     args = parser.parse_args(argv)
     # Ctrl-C in the server's terminal reaches this process too; the main process stops it in order.

@@ -4,7 +4,7 @@ One Python process routes a few thousand one-row predictions a second (SigV4,
 parsing, the hop to the model server), and on a busy machine that process, not
 the model servers, is what saturates. The main process therefore accepts every
 runtime connection itself and hands them out in turn, over a Unix socket, to
-itself and to ``count`` front workers (:mod:`sagestack.front_worker`): the same
+itself and to ``count`` front workers (:mod:`sagestack.front.worker`): the same
 gateway and router code in another process, reading credentials from the same
 database. Connections are balanced one by one, which SO_REUSEPORT's hashing of a
 few keep-alive connections would not do.
@@ -41,7 +41,7 @@ from typing import Any
 from sagestack.config import Settings
 from sagestack.control.endpoint_metrics import EndpointMetrics
 from sagestack.control.routing import DRAIN_SECONDS
-from sagestack.ipc import Channel
+from sagestack.front.channel import Channel
 
 log = logging.getLogger("sagestack.fronts")
 
@@ -49,7 +49,7 @@ log = logging.getLogger("sagestack.fronts")
 #: so that limit is reported in SageMaker's words (a ValidationError) rather than as an HTTP 413.
 RUNTIME_SERVICES = frozenset({"sagemaker-runtime"})
 RUNTIME_MAX_BODY = 8 * 1024 * 1024
-MODULE = "sagestack.front_worker"
+MODULE = "sagestack.front.worker"
 #: A worker must have applied a table this long after it was sent (draining included), or it is replaced.
 SYNC_TIMEOUT = DRAIN_SECONDS + 10.0
 #: A worker that ended is started again after this, doubled for each one that ends before serving.

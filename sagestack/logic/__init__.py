@@ -1,0 +1,1 @@
+"""Business logic shared by handlers (services/) and controllers (control/), which never import each other."""

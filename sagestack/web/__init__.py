@@ -1,0 +1,1 @@
+"""HTTP serving that is not an AWS API: the notebook proxy (and, later, the console)."""
