@@ -112,9 +112,6 @@ class Database:
         from alembic import command
         from alembic.config import Config
 
-        # Import every model module so the metadata is complete for Alembic.
-        import sagestack.db.models  # noqa: F401
-
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         cfg.attributes["connection"] = None
