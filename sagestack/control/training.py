@@ -38,7 +38,7 @@ from sagestack.control.inputs import check_output_bucket, resolve_source
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.logic.cloudwatch import put_datapoints
-from sagestack.services.logs import append_events, ensure_log_stream
+from sagestack.logic.logs import append_events, ensure_log_stream
 from sagestack.storage import files
 
 log = logging.getLogger("sagestack.training")
