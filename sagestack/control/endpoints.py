@@ -34,7 +34,8 @@ from sagestack.control.model_servers import (
 from sagestack.control.routing import DRAIN_SECONDS, Deployment, Instance, Router, Variant
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
-from sagestack.db.models.tags import ResourceTag
+from sagestack.logic.sagemaker.endpoints import desired_variants
+from sagestack.logic.tags import drop_tags
 
 log = logging.getLogger("sagestack.endpoints")
 
@@ -178,7 +179,7 @@ class EndpointController:
         with self.db.transaction() as session:
             endpoint = session.get(Endpoint, name)
             if endpoint is not None:
-                session.query(ResourceTag).filter(ResourceTag.resource_arn == endpoint.arn).delete()
+                drop_tags(session, endpoint.arn)
                 session.delete(endpoint)
 
     def _set(self, name: str, **fields: Any) -> None:
@@ -348,14 +349,6 @@ class EndpointController:
     @property
     def live(self) -> dict[str, Deployment]:
         return self.router.live
-
-
-def desired_variants(config: EndpointConfig) -> list[dict[str, Any]]:
-    """The variant records of a freshly requested configuration (nothing running yet)."""
-    return [{"VariantName": v["VariantName"], "ModelName": v["ModelName"],
-             "DesiredWeight": float(v.get("InitialVariantWeight", 1.0)), "CurrentWeight": 0.0,
-             "DesiredInstanceCount": int(v.get("InitialInstanceCount", 1)), "CurrentInstanceCount": 0}
-            for v in config.request["ProductionVariants"]]
 
 
 def _current(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -52,8 +52,8 @@ from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
 from sagestack.identity import random_id, random_secret, write_private
 from sagestack.logic.logs import append_events, ensure_log_stream
+from sagestack.logic.tags import drop_tags
 from sagestack.sdk_config import sdk_config_yaml
-from sagestack.services.sagemaker.tags import drop_tags
 
 log = logging.getLogger("sagestack.notebooks")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per readiness probe otherwise

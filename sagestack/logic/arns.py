@@ -19,3 +19,8 @@ def arn_region(arn: str) -> str:
 
 def arn_account(arn: str) -> str:
     return arn.split(":")[4]
+
+
+def iam_arn(account: str, kind: str, path: str, name: str) -> str:
+    """``arn:aws:iam::<account>:<kind><path><name>`` (IAM is global: no region; ``path`` starts and ends with /)."""
+    return resource_arn("iam", "", account, f"{kind}{path}{name}")
