@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sagestack.aws.errors import AwsError
+from sagestack.logic.logs import group_arn
 from sagestack.services import RequestContext, operation
 
 
@@ -17,7 +18,7 @@ def _model_error(ctx: RequestContext, endpoint: str, variant: str, status: int, 
         f"in account {ctx.account_id} for more information.",
         424,
         extra={"OriginalStatusCode": status, "OriginalMessage": message,
-               "LogStreamArn": ctx.arn("logs", f"log-group:{group}")},
+               "LogStreamArn": group_arn(ctx.region, ctx.account_id, group)},
     )
 
 
