@@ -27,7 +27,7 @@ from sagestack.services.iam import (
     seed_managed_policies,
 )
 from sagestack.services.iam import managed as managed_module
-from sagestack.services.iam_policy import (
+from sagestack.services.iam.policy_eval import (
     Caller,
     PolicyError,
     PolicySource,

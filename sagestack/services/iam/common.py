@@ -18,7 +18,7 @@ from sagestack.db.models.identity import IamRole, IamUser, Installation, Managed
 from sagestack.logic import tags as tag_store
 from sagestack.logic.arns import iam_arn
 from sagestack.services.context import RequestContext
-from sagestack.services.iam_policy import Policy, PolicyError, PolicyKind, parse_policy
+from sagestack.services.iam.policy_eval import Policy, PolicyError, PolicyKind, parse_policy
 from sagestack.services.pagination import decode_token, encode_token
 
 T = TypeVar("T")

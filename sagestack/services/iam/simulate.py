@@ -1,7 +1,7 @@
 """SimulatePrincipalPolicy / SimulateCustomPolicy over the stored policies.
 
 :func:`principal_policies` gathers what applies to a user or role; request
-enforcement can use it with :func:`sagestack.services.iam_policy.authorize`.
+enforcement can use it with :func:`sagestack.services.iam.policy_eval.authorize`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from sagestack.services.iam.common import (
     split_arn,
     user_arn,
 )
-from sagestack.services.iam_policy import (
+from sagestack.services.iam.policy_eval import (
     Caller,
     Evaluation,
     PolicyError,
