@@ -112,9 +112,9 @@ class EndpointController:
         elif status == "Updating":
             self._resize(name, variants)
         elif status in ("Creating", "InService") and name not in self.live:
-            self._create(name, config_name, variants, status)
+            self._create(name, config_name, variants)
 
-    def _create(self, name: str, config_name: str, variants: list[dict[str, Any]], status: str) -> None:
+    def _create(self, name: str, config_name: str, variants: list[dict[str, Any]]) -> None:
         try:
             deployment = self._deploy(name, config_name, variants)
         except DeployError as exc:
@@ -152,7 +152,7 @@ class EndpointController:
             self._set(name, status="Creating")
             with self.db.session() as session:
                 config_name = session.get(Endpoint, name).config_name
-            self._create(name, config_name, variants, "Creating")
+            self._create(name, config_name, variants)
             return
         try:
             for wanted in variants:

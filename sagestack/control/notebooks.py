@@ -241,10 +241,10 @@ class NotebookController:
             try:
                 self._run_launch(name, slot)
             except LaunchFailed as failure:
-                self._fail(name, slot, str(failure))
+                self._fail(name, str(failure))
             except Exception as exc:  # a bug of ours must still end the start, never leave it Pending
                 log.exception("notebook instance %s failed to start inside sagestack", name)
-                self._fail(name, slot, f"InternalServerError: {type(exc).__name__}: {exc}")
+                self._fail(name, f"InternalServerError: {type(exc).__name__}: {exc}")
             else:
                 log.info("notebook instance %s InService in %.1fs", name, time.monotonic() - started)
 
@@ -599,7 +599,7 @@ class NotebookController:
         slot.scripts.clear()
         slot.credential_expiry = None
 
-    def _fail(self, name: str, slot: _Slot, reason: str) -> None:
+    def _fail(self, name: str, reason: str) -> None:
         self._end_processes(name, grace=3.0)
         self._revoke_credentials(name)
         self._update(name, status="Failed", failure_reason=reason, port=None)
