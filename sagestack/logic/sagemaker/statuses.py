@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-#: A training, tuning or transform job in one of these never changes again.
-TERMINAL = frozenset({"Completed", "Failed", "Stopped"})
+from sagestack.tuning.trials import TERMINAL_STATUSES
+
+#: A training, tuning or transform job in one of these never changes again. Defined once, in
+#: the tuning library (which sits below this room and reasons about trials' statuses).
+TERMINAL = TERMINAL_STATUSES
 #: A tuning job still reconciled by the tuning controller.
 ACTIVE = ("InProgress", "Stopping")
