@@ -19,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from sagestack.services.cloudwatch import put_datapoints
+from sagestack.logic.cloudwatch import put_datapoints
 
 INTERVAL = float(os.environ.get("SAGESTACK_METRICS_INTERVAL", "60"))
 

@@ -34,7 +34,8 @@ from sagestack.control.model_servers import (
 from sagestack.control.routing import DRAIN_SECONDS, Deployment, Instance, Router, Variant
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
-from sagestack.db.models.tags import ResourceTag
+from sagestack.logic.sagemaker.endpoints import desired_variants
+from sagestack.logic.tags import drop_tags
 from sagestack.platform import FrontSync, Platform
 
 log = logging.getLogger("sagestack.endpoints")
@@ -112,9 +113,9 @@ class EndpointController:
         elif status == "Updating":
             self._resize(name, variants)
         elif status in ("Creating", "InService") and name not in self.live:
-            self._create(name, config_name, variants, status)
+            self._create(name, config_name, variants)
 
-    def _create(self, name: str, config_name: str, variants: list[dict[str, Any]], status: str) -> None:
+    def _create(self, name: str, config_name: str, variants: list[dict[str, Any]]) -> None:
         try:
             deployment = self._deploy(name, config_name, variants)
         except DeployError as exc:
@@ -152,7 +153,7 @@ class EndpointController:
             self._set(name, status="Creating")
             with self.db.session() as session:
                 config_name = session.get(Endpoint, name).config_name
-            self._create(name, config_name, variants, "Creating")
+            self._create(name, config_name, variants)
             return
         try:
             for wanted in variants:
@@ -179,7 +180,7 @@ class EndpointController:
         with self.db.transaction() as session:
             endpoint = session.get(Endpoint, name)
             if endpoint is not None:
-                session.query(ResourceTag).filter(ResourceTag.resource_arn == endpoint.arn).delete()
+                drop_tags(session, endpoint.arn)
                 session.delete(endpoint)
 
     def _set(self, name: str, **fields: Any) -> None:
@@ -349,14 +350,6 @@ class EndpointController:
     @property
     def live(self) -> dict[str, Deployment]:
         return self.router.live
-
-
-def desired_variants(config: EndpointConfig) -> list[dict[str, Any]]:
-    """The variant records of a freshly requested configuration (nothing running yet)."""
-    return [{"VariantName": v["VariantName"], "ModelName": v["ModelName"],
-             "DesiredWeight": float(v.get("InitialVariantWeight", 1.0)), "CurrentWeight": 0.0,
-             "DesiredInstanceCount": int(v.get("InitialInstanceCount", 1)), "CurrentInstanceCount": 0}
-            for v in config.request["ProductionVariants"]]
 
 
 def _current(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:

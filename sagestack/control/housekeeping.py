@@ -8,8 +8,8 @@ import logging
 import time
 from typing import Any
 
-from sagestack.services.cloudwatch import evaluate_alarms
-from sagestack.services.logs import expire_events
+from sagestack.logic.cloudwatch import evaluate_alarms
+from sagestack.logic.logs import expire_events
 
 log = logging.getLogger("sagestack.housekeeping")
 ALARM_INTERVAL = 10.0

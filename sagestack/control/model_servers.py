@@ -14,7 +14,7 @@ from typing import Any
 
 from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance, free_port
-from sagestack.services.logs import append_events, ensure_log_stream
+from sagestack.logic.logs import append_events, ensure_log_stream
 from sagestack.serving.upstream import UpstreamPool
 from sagestack.storage import files
 

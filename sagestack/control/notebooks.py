@@ -50,11 +50,11 @@ from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
 from sagestack.identity import random_id, random_secret, write_private
+from sagestack.logic.logs import append_events, ensure_log_stream
 from sagestack.logic.notebook_tokens import TokenSigner
+from sagestack.logic.tags import drop_tags
 from sagestack.platform import Platform
 from sagestack.sdk_config import sdk_config_yaml
-from sagestack.services.logs import append_events, ensure_log_stream
-from sagestack.services.sagemaker.tags import drop_tags
 
 log = logging.getLogger("sagestack.notebooks")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per readiness probe otherwise
@@ -242,10 +242,10 @@ class NotebookController:
             try:
                 self._run_launch(name, slot)
             except LaunchFailed as failure:
-                self._fail(name, slot, str(failure))
+                self._fail(name, str(failure))
             except Exception as exc:  # a bug of ours must still end the start, never leave it Pending
                 log.exception("notebook instance %s failed to start inside sagestack", name)
-                self._fail(name, slot, f"InternalServerError: {type(exc).__name__}: {exc}")
+                self._fail(name, f"InternalServerError: {type(exc).__name__}: {exc}")
             else:
                 log.info("notebook instance %s InService in %.1fs", name, time.monotonic() - started)
 
@@ -600,7 +600,7 @@ class NotebookController:
         slot.scripts.clear()
         slot.credential_expiry = None
 
-    def _fail(self, name: str, slot: _Slot, reason: str) -> None:
+    def _fail(self, name: str, reason: str) -> None:
         self._end_processes(name, grace=3.0)
         self._revoke_credentials(name)
         self._update(name, status="Failed", failure_reason=reason, port=None)

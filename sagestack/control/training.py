@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,11 @@ from sagestack.control.debugging import JobDebugger
 from sagestack.control.inputs import check_output_bucket, resolve_source
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
+from sagestack.logic.cloudwatch import put_datapoints
+from sagestack.logic.logs import append_events, ensure_log_stream
+from sagestack.logic.sagemaker.statuses import TERMINAL
+from sagestack.logic.sagemaker.training import next_transitions
 from sagestack.platform import Platform
-from sagestack.services.cloudwatch import put_datapoints
-from sagestack.services.logs import append_events, ensure_log_stream
 from sagestack.storage import files
 
 log = logging.getLogger("sagestack.training")
@@ -52,7 +53,6 @@ WARM_MODULES = {"sagestack.algorithms.xgboost.train": ("sagestack.algorithms.xgb
                                                         "sagestack.debugger.hook")}
 #: Set before the preloaded native libraries load (see algorithms/xgboost/train.py).
 WARM_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-_TERMINAL = ("Completed", "Failed", "Stopped")
 
 MetricListener = Callable[[str, str, float, float], None]
 FinishListener = Callable[[str, str], None]
@@ -388,7 +388,7 @@ class TrainingController:
             reason = run.stop_reason
         with self.db.transaction() as session:
             job = session.get(TrainingJob, run.name)
-            if job is not None and job.status not in _TERMINAL:
+            if job is not None and job.status not in TERMINAL:
                 if job.stop_requested and status == "Failed":
                     status, secondary = "Stopped", "Stopped"
                 job.status = status
@@ -448,21 +448,6 @@ def _input_data_config(request: dict[str, Any]) -> dict[str, Any]:
             entry["ContentType"] = channel["ContentType"]
         config[channel["ChannelName"]] = entry
     return config
-
-
-def next_transitions(transitions: list[dict[str, Any]], status: str, message: str, now: datetime,
-                     end: bool = False) -> list[dict[str, Any]]:
-    """SecondaryStatusTransitions with the open entry ended at ``now`` and ``status`` appended.
-
-    Returns a new list: JSON columns only notice assignment, not in-place changes.
-    """
-    out = [dict(t) for t in transitions]
-    if out and out[-1].get("EndTime") is None:
-        out[-1]["EndTime"] = now.timestamp()
-    item: dict[str, Any] = {"Status": status, "StartTime": now.timestamp(), "StatusMessage": message}
-    if end:
-        item["EndTime"] = now.timestamp()
-    return [*out, item]
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -1,8 +1,8 @@
 """CloudWatch Logs (botocore service "logs"): log groups, log streams, log events.
 
-Times are epoch milliseconds everywhere, as in the Logs API model. Besides the
-handlers, the platform writes job output through :func:`ensure_log_stream`,
-:func:`append_events` and :func:`expire_events`, which need only a Database.
+Times are epoch milliseconds everywhere, as in the Logs API model. The state
+(groups, streams, events, retention) is in :mod:`sagestack.logic.logs`, through
+which the platform also writes job output.
 
 Paging follows what the SDKs rely on: GetLogEvents returns the caller's own
 token back once a stream is exhausted (SageMaker SDK v2 stops on an empty page
@@ -12,23 +12,21 @@ nextToken on the last page (SDK v2 loops while one is present).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import itertools
-import json
 import re
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
-from sagestack.db.models.logs import LogEvent, LogGroup, LogStream
-from sagestack.db.models.tags import ResourceTag
+from sagestack.db.models.logs import LogGroup, LogStream
+from sagestack.logic import logs, tags
+from sagestack.logic.logs import Position, find_group, find_stream, now_ms
 from sagestack.services import RequestContext, operation
+from sagestack.services.pagination import decode_token, encode_token
 
 SERVICE = "logs"
 
@@ -39,26 +37,12 @@ MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_BYTES = 1_048_576
 #: PutLogEvents counts this many bytes per event on top of its UTF-8 message.
 EVENT_OVERHEAD_BYTES = 26
-DAY_MS = 86_400_000
-MAX_PAST_MS = 14 * DAY_MS
+MAX_PAST_MS = 14 * logs.DAY_MS
 MAX_FUTURE_MS = 2 * 3_600_000
-MAX_SPAN_MS = DAY_MS
-MAX_TAGS = 50
-#: GetLogEvents and FilterLogEvents return at most this many message bytes a page.
-MAX_RESPONSE_BYTES = 1_048_576
-#: Rows FilterLogEvents examines per call before handing back a nextToken, so one
-#: request never scans a whole large group (AWS pages the same way).
-FILTER_SCAN_BUDGET = 100_000
-FILTER_CHUNK = 2_000
+MAX_SPAN_MS = logs.DAY_MS
 
 _GROUP_NAME = re.compile(r"[.\-_/#A-Za-z0-9]{1,512}")
 _STREAM_NAME = re.compile(r"[^:*]{1,512}")
-
-Position = tuple[int, int]  # (timestamp, event id): a point in a stream's order
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # --------------------------------------------------------------------------- errors
@@ -68,51 +52,31 @@ def _invalid(message: str) -> AwsError:
     return AwsError("InvalidParameterException", message)
 
 
-def _group_missing() -> AwsError:
-    return AwsError("ResourceNotFoundException", "The specified log group does not exist.")
-
-
-def _stream_missing() -> AwsError:
-    return AwsError("ResourceNotFoundException", "The specified log stream does not exist.")
+def _invalid_token(_token: str) -> AwsError:
+    return _invalid("The specified nextToken is invalid.")
 
 
 # --------------------------------------------------------------------------- tokens
 
 
-def _encode_token(value: Any) -> str:
-    raw = json.dumps(value, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> Any:
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        return json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error) as exc:
-        raise _invalid("The specified nextToken is invalid.") from exc
-
-
 def _decode_position(token: str) -> Position:
     """A FilterLogEvents token: the (timestamp, id) of the last event examined."""
-    value = _decode_token(token)
-    if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value)):
-        raise _invalid("The specified nextToken is invalid.")
+    value = decode_token(token, _invalid_token, list)
+    if not (len(value) == 2 and all(isinstance(v, int) for v in value)):
+        raise _invalid_token(token)
     return value[0], value[1]
 
 
 def _position_token(direction: str, pos: Position) -> str:
-    return f"{direction}/{pos[0]}/{pos[1]}"
+    """GetLogEvents tokens: ``f/...`` (read on after) or ``b/...`` (read on before) a position."""
+    return f"{direction}/{encode_token(list(pos))}"
 
 
 def _parse_position_token(token: str) -> tuple[str, Position]:
-    """GetLogEvents tokens: ``f/<ts>/<id>`` (after) or ``b/<ts>/<id>`` (before)."""
-    parts = token.split("/")
-    if len(parts) != 3 or parts[0] not in ("f", "b"):
-        raise _invalid("The specified nextToken is invalid.")
-    try:
-        return parts[0], (int(parts[1]), int(parts[2]))
-    except ValueError as exc:
-        raise _invalid("The specified nextToken is invalid.") from exc
+    direction, _, rest = token.partition("/")
+    if direction not in ("f", "b"):
+        raise _invalid_token(token)
+    return direction, _decode_position(rest)
 
 
 # --------------------------------------------------------------------------- lookups
@@ -124,7 +88,7 @@ def _db(ctx: RequestContext) -> Database:
 
 def _group_arn(ctx: RequestContext, name: str) -> str:
     """The ARN tags and TagResource use (no trailing ``:*``)."""
-    return ctx.arn("logs", f"log-group:{name}")
+    return logs.group_arn(ctx.region, ctx.account_id, name)
 
 
 def _group_name_from_arn(arn: str) -> str | None:
@@ -150,20 +114,6 @@ def _resolve_group_name(params: dict[str, Any]) -> str:
     if not name:
         raise _invalid("Either logGroupName or logGroupIdentifier must be specified.")
     return name
-
-
-def _find_group(session: Session, name: str) -> LogGroup:
-    group = session.scalar(select(LogGroup).where(LogGroup.name == name))
-    if group is None:
-        raise _group_missing()
-    return group
-
-
-def _find_stream(session: Session, group: LogGroup, name: str) -> LogStream:
-    stream = session.scalar(select(LogStream).where(LogStream.group_id == group.id, LogStream.name == name))
-    if stream is None:
-        raise _stream_missing()
-    return stream
 
 
 def _check_group_name(name: str) -> None:
@@ -193,159 +143,14 @@ def _check_limit(limit: int | None, maximum: int, default: int) -> int:
     return limit
 
 
-# --------------------------------------------------------------------------- internal API
-
-
-def _create_group(session: Session, name: str, created: int, **fields: Any) -> LogGroup:
-    group = LogGroup(name=name, creation_time=created, stored_bytes=0, **fields)
-    session.add(group)
-    session.flush()
-    return group
-
-
-def _create_stream(session: Session, group: LogGroup, name: str, created: int) -> LogStream:
-    stream = LogStream(group_id=group.id, name=name, creation_time=created, stored_bytes=0, upload_sequence=0)
-    session.add(stream)
-    session.flush()
-    return stream
-
-
-def _get_or_create(session: Session, group_name: str, stream_name: str) -> tuple[LogGroup, LogStream]:
-    created = now_ms()
-    group = session.scalar(select(LogGroup).where(LogGroup.name == group_name))
-    if group is None:
-        group = _create_group(session, group_name, created)
-    stream = session.scalar(
-        select(LogStream).where(LogStream.group_id == group.id, LogStream.name == stream_name)
-    )
-    if stream is None:
-        stream = _create_stream(session, group, stream_name, created)
-    return group, stream
-
-
-def ensure_log_stream(db: Database, group: str, stream: str) -> None:
-    """Create the log group and stream if they do not exist yet (idempotent)."""
-    with db.transaction() as session:
-        _get_or_create(session, group, stream)
-
-
-def append_events(
-    db: Database, group: str, stream: str, events: Sequence[tuple[int, str]], *, create: bool = True
-) -> int:
-    """Store a batch of ``(timestamp_ms, message)`` events in one transaction.
-
-    The platform's path for job output: no AWS batch limits, no ordering or age
-    checks, any order accepted. With ``create`` the group and stream are made on
-    first use; otherwise a missing one raises ResourceNotFoundException.
-    Empty messages are dropped: the Logs model cannot carry an empty event.
-    Returns the number of events stored.
-    """
-    events = [(ts, msg) for ts, msg in events if msg]
-    if not events:
-        return 0
-    with db.transaction() as session:
-        if create:
-            grp, strm = _get_or_create(session, group, stream)
-        else:
-            grp = _find_group(session, group)
-            strm = _find_stream(session, grp, stream)
-        _insert_events(session, grp, strm, events, now_ms())
-    return len(events)
-
-
-def expire_events(db: Database, now: int | None = None) -> int:
-    """Delete events older than each log group's retention; returns how many went.
-
-    Meant to be called periodically by the platform, like AWS's background expiry.
-    """
-    now = now_ms() if now is None else now
-    removed = 0
-    with db.transaction() as session:
-        groups = session.scalars(select(LogGroup).where(LogGroup.retention_days.is_not(None))).all()
-        for group in groups:
-            cutoff = now - int(group.retention_days or 0) * DAY_MS
-            removed += _expire_group(session, group, cutoff)
-    return removed
-
-
-def _expire_group(session: Session, group: LogGroup, cutoff: int) -> int:
-    old = and_(LogEvent.group_id == group.id, LogEvent.timestamp < cutoff)
-    # length() counts characters, not UTF-8 bytes: storedBytes is an estimate after expiry.
-    freed = session.scalar(select(func.coalesce(func.sum(func.length(LogEvent.message)), 0)).where(old))
-    result = session.execute(delete(LogEvent).where(old))
-    count = int(getattr(result, "rowcount", 0) or 0)
-    if not count:
-        return 0
-    group.stored_bytes = max(0, group.stored_bytes - int(freed or 0))
-    # Keep firstEventTimestamp truthful for the streams that lost their oldest events.
-    for stream in session.scalars(
-        select(LogStream).where(LogStream.group_id == group.id, LogStream.first_event_timestamp < cutoff)
-    ):
-        stream.first_event_timestamp = session.scalar(
-            select(func.min(LogEvent.timestamp)).where(LogEvent.stream_id == stream.id)
-        )
-    return count
-
-
-def _insert_events(
-    session: Session, group: LogGroup, stream: LogStream, events: Sequence[tuple[int, str]], ingestion: int
-) -> None:
-    rows = [
-        {
-            "group_id": group.id,
-            "stream_id": stream.id,
-            "timestamp": int(ts),
-            "ingestion_time": ingestion,
-            "message": msg,
-        }
-        for ts, msg in events
-    ]
-    # Core executemany: one prepared statement for the whole batch, no ORM objects.
-    session.execute(insert(LogEvent.__table__), rows)
-    nbytes = sum(len(msg.encode()) for _, msg in events)
-    lo = min(int(ts) for ts, _ in events)
-    hi = max(int(ts) for ts, _ in events)
-    if stream.first_event_timestamp is None or lo < stream.first_event_timestamp:
-        stream.first_event_timestamp = lo
-    if stream.last_event_timestamp is None or hi > stream.last_event_timestamp:
-        stream.last_event_timestamp = hi
-    stream.last_ingestion_time = ingestion
-    stream.stored_bytes += nbytes
-    group.stored_bytes += nbytes
-
-
 # --------------------------------------------------------------------------- tags
-
-
-def _tags_of(session: Session, arn: str) -> dict[str, str]:
-    rows = session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn))
-    return {row.key: row.value for row in rows}
-
-
-def _set_tags(session: Session, arn: str, tags: dict[str, str]) -> None:
-    current = {
-        row.key: row for row in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn))
-    }
-    if len(set(current) | set(tags)) > MAX_TAGS:
-        raise AwsError("TooManyTagsException", f"A resource can have no more than {MAX_TAGS} tags.")
-    for key, value in tags.items():
-        if key in current:
-            current[key].value = value
-        else:
-            session.add(ResourceTag(resource_arn=arn, key=key, value=value))
-
-
-def _remove_tags(session: Session, arn: str, keys: Sequence[str]) -> None:
-    session.execute(
-        delete(ResourceTag).where(ResourceTag.resource_arn == arn, ResourceTag.key.in_(list(keys)))
-    )
 
 
 def _group_for_arn(session: Session, arn: str) -> LogGroup:
     name = _group_name_from_arn(arn)
     if name is None:
         raise AwsError("ResourceNotFoundException", f"The specified resource does not exist: {arn}")
-    return _find_group(session, name)
+    return find_group(session, name)
 
 
 # --------------------------------------------------------------------------- log groups
@@ -378,7 +183,7 @@ def create_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
     with _db(ctx).transaction() as session:
         if session.scalar(select(LogGroup.id).where(LogGroup.name == name)) is not None:
             raise AwsError("ResourceAlreadyExistsException", "The specified log group already exists")
-        _create_group(
+        logs.create_group(
             session,
             name,
             now_ms(),
@@ -387,24 +192,20 @@ def create_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
             deletion_protection=bool(params.get("deletionProtectionEnabled", False)),
         )
         if tags:
-            _set_tags(session, _group_arn(ctx, name), tags)
+            logs.set_tags(session, _group_arn(ctx, name), tags)
     return {}
 
 
 @operation(SERVICE)
 def delete_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
-        group = _find_group(session, params["logGroupName"])
+        group = find_group(session, params["logGroupName"])
         if group.deletion_protection:
             raise AwsError(
                 "ValidationException",
                 "The log group has deletion protection enabled; disable it before deleting the group.",
             )
-        # Explicit deletes rather than relying on SQLite's per-connection foreign_keys pragma.
-        session.execute(delete(LogEvent).where(LogEvent.group_id == group.id))
-        session.execute(delete(LogStream).where(LogStream.group_id == group.id))
-        session.execute(delete(ResourceTag).where(ResourceTag.resource_arn == _group_arn(ctx, group.name)))
-        session.delete(group)
+        logs.delete_group(session, group, _group_arn(ctx, group.name))
     return {}
 
 
@@ -432,12 +233,12 @@ def describe_log_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str
     limit = _check_limit(params.get("limit"), 50, 50)
     conds = _group_filters(params)
     if params.get("nextToken"):
-        conds.append(LogGroup.name > str(_decode_token(params["nextToken"])))
+        conds.append(LogGroup.name > decode_token(params["nextToken"], _invalid_token, str))
     with _db(ctx).session() as session:
         rows = session.scalars(select(LogGroup).where(*conds).order_by(LogGroup.name).limit(limit + 1)).all()
     out: dict[str, Any] = {"logGroups": [_group_dict(ctx, g) for g in rows[:limit]]}
     if len(rows) > limit:
-        out["nextToken"] = _encode_token(rows[limit - 1].name)
+        out["nextToken"] = encode_token(rows[limit - 1].name)
     return out
 
 
@@ -451,45 +252,45 @@ def put_retention_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[st
             f"constraint: Member must satisfy enum value set: [{allowed}]"
         )
     with _db(ctx).transaction() as session:
-        _find_group(session, params["logGroupName"]).retention_days = days
+        find_group(session, params["logGroupName"]).retention_days = days
     return {}
 
 
 @operation(SERVICE)
 def delete_retention_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
-        _find_group(session, params["logGroupName"]).retention_days = None
+        find_group(session, params["logGroupName"]).retention_days = None
     return {}
 
 
 @operation(SERVICE)
 def tag_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
-        group = _find_group(session, params["logGroupName"])
-        _set_tags(session, _group_arn(ctx, group.name), params["tags"])
+        group = find_group(session, params["logGroupName"])
+        logs.set_tags(session, _group_arn(ctx, group.name), params["tags"])
     return {}
 
 
 @operation(SERVICE)
 def untag_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
-        group = _find_group(session, params["logGroupName"])
-        _remove_tags(session, _group_arn(ctx, group.name), params["tags"])
+        group = find_group(session, params["logGroupName"])
+        tags.remove_tags(session, _group_arn(ctx, group.name), params["tags"])
     return {}
 
 
 @operation(SERVICE)
 def list_tags_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).session() as session:
-        group = _find_group(session, params["logGroupName"])
-        return {"tags": _tags_of(session, _group_arn(ctx, group.name))}
+        group = find_group(session, params["logGroupName"])
+        return {"tags": tags.tag_map(session, _group_arn(ctx, group.name))}
 
 
 @operation(SERVICE)
 def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
         group = _group_for_arn(session, params["resourceArn"])
-        _set_tags(session, _group_arn(ctx, group.name), params["tags"])
+        logs.set_tags(session, _group_arn(ctx, group.name), params["tags"])
     return {}
 
 
@@ -497,7 +298,7 @@ def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
         group = _group_for_arn(session, params["resourceArn"])
-        _remove_tags(session, _group_arn(ctx, group.name), params["tagKeys"])
+        tags.remove_tags(session, _group_arn(ctx, group.name), params["tagKeys"])
     return {}
 
 
@@ -505,7 +306,7 @@ def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
 def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).session() as session:
         group = _group_for_arn(session, params["resourceArn"])
-        return {"tags": _tags_of(session, _group_arn(ctx, group.name))}
+        return {"tags": tags.tag_map(session, _group_arn(ctx, group.name))}
 
 
 # --------------------------------------------------------------------------- log streams
@@ -515,7 +316,7 @@ def _stream_dict(ctx: RequestContext, group: LogGroup, stream: LogStream) -> dic
     out: dict[str, Any] = {
         "logStreamName": stream.name,
         "creationTime": stream.creation_time,
-        "arn": ctx.arn("logs", f"log-group:{group.name}:log-stream:{stream.name}"),
+        "arn": logs.stream_arn(ctx.region, ctx.account_id, group.name, stream.name),
         "storedBytes": stream.stored_bytes,
         # Sequence tokens are no longer checked, but older SDKs still read one.
         "uploadSequenceToken": str(stream.upload_sequence + 1),
@@ -533,24 +334,22 @@ def create_log_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     name = params["logStreamName"]
     _check_stream_name(name)
     with _db(ctx).transaction() as session:
-        group = _find_group(session, params["logGroupName"])
+        group = find_group(session, params["logGroupName"])
         exists = session.scalar(
             select(LogStream.id).where(LogStream.group_id == group.id, LogStream.name == name)
         )
         if exists is not None:
             raise AwsError("ResourceAlreadyExistsException", "The specified log stream already exists")
-        _create_stream(session, group, name, now_ms())
+        logs.create_stream(session, group, name, now_ms())
     return {}
 
 
 @operation(SERVICE)
 def delete_log_stream(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with _db(ctx).transaction() as session:
-        group = _find_group(session, params["logGroupName"])
-        stream = _find_stream(session, group, params["logStreamName"])
-        session.execute(delete(LogEvent).where(LogEvent.stream_id == stream.id))
-        group.stored_bytes = max(0, group.stored_bytes - stream.stored_bytes)
-        session.delete(stream)
+        group = find_group(session, params["logGroupName"])
+        stream = find_stream(session, group, params["logStreamName"])
+        logs.delete_stream(session, group, stream)
     return {}
 
 
@@ -567,7 +366,7 @@ def describe_log_streams(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     by_time, desc = _stream_order(params)
     limit = _check_limit(params.get("limit"), 50, 50)
     with _db(ctx).session() as session:
-        group = _find_group(session, _resolve_group_name(params))
+        group = find_group(session, _resolve_group_name(params))
         # Keyset paging on the sort key of the last stream returned, so streams created
         # between pages neither repeat nor shift the page boundary.
         cols = (
@@ -579,9 +378,9 @@ def describe_log_streams(ctx: RequestContext, params: dict[str, Any]) -> dict[st
         if params.get("logStreamNamePrefix"):
             query = query.where(LogStream.name.startswith(params["logStreamNamePrefix"], autoescape=True))
         if params.get("nextToken"):
-            last = _decode_token(params["nextToken"])
-            if not isinstance(last, list) or len(last) != len(cols):
-                raise _invalid("The specified nextToken is invalid.")
+            last = decode_token(params["nextToken"], _invalid_token, list)
+            if len(last) != len(cols):
+                raise _invalid_token(params["nextToken"])
             key = tuple_(*cols)
             query = query.where(key < tuple_(*last) if desc else key > tuple_(*last))
         query = query.order_by(*[c.desc() if desc else c for c in cols]).limit(limit + 1)
@@ -590,7 +389,7 @@ def describe_log_streams(ctx: RequestContext, params: dict[str, Any]) -> dict[st
     if len(rows) > limit:
         tail = rows[limit - 1]
         token = [tail.last_event_timestamp if tail.last_event_timestamp is not None else -1, tail.name]
-        out["nextToken"] = _encode_token(token if by_time else [tail.name])
+        out["nextToken"] = encode_token(token if by_time else [tail.name])
     return out
 
 
@@ -622,7 +421,7 @@ def _split_rejected(
     too-new events a suffix.
     """
     too_old_before = now - MAX_PAST_MS
-    expired_before = now - retention_days * DAY_MS if retention_days else None
+    expired_before = now - retention_days * logs.DAY_MS if retention_days else None
     too_new_after = now + MAX_FUTURE_MS
     info: dict[str, int] = {}
     start, end = 0, len(events)
@@ -646,8 +445,8 @@ def put_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     _check_batch(events)
     now = now_ms()
     with _db(ctx).transaction() as session:
-        group = _find_group(session, params["logGroupName"])
-        stream = _find_stream(session, group, params["logStreamName"])
+        group = find_group(session, params["logGroupName"])
+        stream = find_stream(session, group, params["logStreamName"])
         start, end, rejected = _split_rejected(events, now, group.retention_days)
         accepted = events[start:end]
         if accepted and accepted[-1]["timestamp"] - accepted[0]["timestamp"] > MAX_SPAN_MS:
@@ -655,7 +454,7 @@ def put_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
                 "The batch of log events in a single PutLogEvents request cannot span more than 24 hours."
             )
         if accepted:
-            _insert_events(session, group, stream, [(e["timestamp"], e["message"]) for e in accepted], now)
+            logs.insert_events(session, group, stream, [(e["timestamp"], e["message"]) for e in accepted], now)
         stream.upload_sequence += 1
         out: dict[str, Any] = {"nextSequenceToken": str(stream.upload_sequence + 1)}
     if rejected:
@@ -663,45 +462,8 @@ def put_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def _after(col_ts: Any, col_id: Any, pos: Position) -> Any:
-    # The plain ``timestamp >= pos_ts`` bound lets the index seek straight to the
-    # position; the OR only trims the few rows sharing its millisecond.
-    return and_(col_ts >= pos[0], or_(col_ts > pos[0], col_id > pos[1]))
-
-
-def _before(col_ts: Any, col_id: Any, pos: Position) -> Any:
-    return and_(col_ts <= pos[0], or_(col_ts < pos[0], col_id < pos[1]))
-
-
-def _time_range(col: Any, params: dict[str, Any]) -> list[Any]:
-    """startTime inclusive, endTime exclusive, as the Logs API defines them."""
-    conds = []
-    if params.get("startTime") is not None:
-        conds.append(col >= params["startTime"])
-    if params.get("endTime") is not None:
-        conds.append(col < params["endTime"])
-    return conds
-
-
-def _read_stream(
-    session: Session, stream_id: int, params: dict[str, Any], forward: bool, pos: Position | None, limit: int
-) -> list[LogEvent]:
-    conds = [LogEvent.stream_id == stream_id, *_time_range(LogEvent.timestamp, params)]
-    if pos is not None:
-        conds.append((_after if forward else _before)(LogEvent.timestamp, LogEvent.id, pos))
-    order = [LogEvent.timestamp, LogEvent.id] if forward else [LogEvent.timestamp.desc(), LogEvent.id.desc()]
-    rows = _cap_bytes(list(session.scalars(select(LogEvent).where(*conds).order_by(*order).limit(limit))))
-    return rows if forward else rows[::-1]
-
-
-def _cap_bytes(rows: list[LogEvent]) -> list[LogEvent]:
-    """The leading rows (in reading order) that fit a 1 MB page; always at least one."""
-    total = 0
-    for i, row in enumerate(rows):
-        total += len(row.message.encode())
-        if total > MAX_RESPONSE_BYTES and i:
-            return rows[:i]
-    return rows
+def _span(params: dict[str, Any]) -> tuple[int | None, int | None]:
+    return params.get("startTime"), params.get("endTime")
 
 
 @operation(SERVICE)
@@ -712,9 +474,9 @@ def get_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any
     # Without a token the tail of the range is read unless startFromHead is set.
     forward = direction == "f" if direction else bool(params.get("startFromHead", False))
     with _db(ctx).session() as session:
-        group = _find_group(session, _resolve_group_name(params))
-        stream = _find_stream(session, group, params["logStreamName"])
-        rows = _read_stream(session, stream.id, params, forward, pos, limit)
+        group = find_group(session, _resolve_group_name(params))
+        stream = find_stream(session, group, params["logStreamName"])
+        rows = logs.read_stream(session, stream.id, _span(params), forward, pos, limit)
     events = [
         {"timestamp": r.timestamp, "message": r.message, "ingestionTime": r.ingestion_time} for r in rows
     ]
@@ -788,60 +550,9 @@ def _filter_streams(session: Session, group: LogGroup, params: dict[str, Any]) -
     names, prefix = params.get("logStreamNames"), params.get("logStreamNamePrefix")
     if names and prefix:
         raise _invalid("logStreamNames and logStreamNamePrefix are mutually exclusive parameters.")
-    query = select(LogStream.id, LogStream.name).where(LogStream.group_id == group.id)
-    if names:
-        query = query.where(LogStream.name.in_(names))
-    elif prefix:
-        query = query.where(LogStream.name.startswith(prefix, autoescape=True))
-    found = {sid: name for sid, name in session.execute(query)}
-    return found if (names or prefix) else None
-
-
-def _scan_group(
-    session: Session,
-    group_id: int,
-    stream_ids: list[int] | None,
-    params: dict[str, Any],
-    pos: Position | None,
-) -> list[LogEvent]:
-    conds = [LogEvent.group_id == group_id, *_time_range(LogEvent.timestamp, params)]
-    if stream_ids is not None:
-        conds.append(LogEvent.stream_id.in_(stream_ids))
-    if pos is not None:
-        conds.append(_after(LogEvent.timestamp, LogEvent.id, pos))
-    query = select(LogEvent).where(*conds).order_by(LogEvent.timestamp, LogEvent.id).limit(FILTER_CHUNK)
-    return list(session.scalars(query))
-
-
-def _filter_scan(
-    session: Session,
-    group_id: int,
-    stream_ids: list[int] | None,
-    params: dict[str, Any],
-    pos: Position | None,
-    limit: int,
-    matches: Callable[[str], bool],
-) -> tuple[list[LogEvent], Position | None]:
-    """Matching events after ``pos`` and where the next page starts (None at the end).
-
-    Scanning goes on past a full page until one more match shows up, so the last
-    page carries no nextToken; it stops at the scan budget with a token, as AWS does.
-    """
-    found: list[LogEvent] = []
-    scanned = size = 0
-    while scanned < FILTER_SCAN_BUDGET:
-        rows = _scan_group(session, group_id, stream_ids, params, pos)
-        for row in rows:
-            if matches(row.message):
-                size += len(row.message.encode())
-                if len(found) == limit or (found and size > MAX_RESPONSE_BYTES):
-                    return found, pos
-                found.append(row)
-            pos = (row.timestamp, row.id)
-        scanned += len(rows)
-        if len(rows) < FILTER_CHUNK:
-            return found, None
-    return found, pos
+    if not (names or prefix):
+        return None
+    return logs.stream_names(session, group, names, prefix)
 
 
 @operation(SERVICE)
@@ -850,21 +561,13 @@ def filter_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     matches = compile_filter_pattern(params.get("filterPattern"))
     pos = _decode_position(params["nextToken"]) if params.get("nextToken") else None
     with _db(ctx).session() as session:
-        group = _find_group(session, _resolve_group_name(params))
+        group = find_group(session, _resolve_group_name(params))
         selected = _filter_streams(session, group, params)
         if selected is not None and not selected:
             return {"events": []}
-        names = (
-            selected
-            if selected is not None
-            else dict(
-                session.execute(
-                    select(LogStream.id, LogStream.name).where(LogStream.group_id == group.id)
-                ).all()
-            )
-        )
+        names = selected if selected is not None else logs.stream_names(session, group)
         ids = list(selected) if selected is not None else None
-        rows, next_pos = _filter_scan(session, group.id, ids, params, pos, limit, matches)
+        rows, next_pos = logs.filter_scan(session, group.id, ids, _span(params), pos, limit, matches)
     out: dict[str, Any] = {
         "events": [
             {
@@ -878,5 +581,5 @@ def filter_log_events(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         ],
     }
     if next_pos is not None:
-        out["nextToken"] = _encode_token(list(next_pos))
+        out["nextToken"] = encode_token(list(next_pos))
     return out

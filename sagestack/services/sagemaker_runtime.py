@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from sagestack.aws.errors import AwsError
+from sagestack.logic.logs import group_arn
 from sagestack.services import RequestContext, operation
 
 
-def _model_error(ctx: RequestContext, endpoint: str, variant: str, status: int, message: str) -> AwsError:
+def _model_error(ctx: RequestContext, endpoint: str, status: int, message: str) -> AwsError:
     kind = "client" if status < 500 else "server"
     group = f"/aws/sagemaker/Endpoints/{endpoint}"
     return AwsError(
@@ -17,7 +18,7 @@ def _model_error(ctx: RequestContext, endpoint: str, variant: str, status: int, 
         f"in account {ctx.account_id} for more information.",
         424,
         extra={"OriginalStatusCode": status, "OriginalMessage": message,
-               "LogStreamArn": ctx.arn("logs", f"log-group:{group}")},
+               "LogStreamArn": group_arn(ctx.region, ctx.account_id, group)},
     )
 
 
@@ -37,7 +38,7 @@ async def invoke_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[s
                                                                      received=ctx.received)
     if response.status >= 400:
         message = response.body.decode("utf-8", "replace").strip()
-        raise _model_error(ctx, name, variant, response.status, message)
+        raise _model_error(ctx, name, response.status, message)
     result: dict[str, Any] = {
         "Body": response.body,
         "ContentType": response.headers.get("content-type", "application/octet-stream"),

@@ -13,6 +13,7 @@ from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.identity import random_id, random_secret
+from sagestack.logic.arns import iam_arn, resource_arn
 from sagestack.services import RequestContext, operation
 
 
@@ -24,7 +25,7 @@ def get_caller_identity(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 
 def _role_name_of(arn: str, account_id: str) -> str:
     """``arn:aws:iam::<account>:role[/path/]<name>`` -> name."""
-    prefix = f"arn:aws:iam::{account_id}:role/"
+    prefix = iam_arn(account_id, "role", "/", "")
     if not arn.startswith(prefix):
         raise AwsError("ValidationError", f"{arn} is not a role ARN of account {account_id}.", 400)
     return arn[len(prefix):].rsplit("/", 1)[-1]
@@ -74,7 +75,7 @@ def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         },
         "AssumedRoleUser": {
             "AssumedRoleId": f"{role_id}:{session_name}",
-            "Arn": f"arn:aws:sts::{ctx.account_id}:assumed-role/{name}/{session_name}",
+            "Arn": resource_arn("sts", "", ctx.account_id, f"assumed-role/{name}/{session_name}"),
         },
         "PackedPolicySize": 0,
     }

@@ -16,8 +16,9 @@ from botocore.validate import ParamValidator
 import sagestack.db.models  # noqa: F401  (registers every table)
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import Base, Database, sqlite_url
+from sagestack.logic import cloudwatch as CW
 from sagestack.services import RequestContext, lookup
-from sagestack.services import cloudwatch as CW
+from sagestack.services.cloudwatch import metrics as cw_handlers
 from sagestack.services.context import Principal
 
 ACCOUNT = "123456789012"
@@ -449,7 +450,7 @@ def test_list_metrics_filters_and_paging(ctx: RequestContext, monkeypatch: pytes
         }
     ]
     assert len(call(ctx, "ListMetrics", RecentlyActive="PT3H")["Metrics"]) == 4
-    monkeypatch.setattr(CW, "LIST_METRICS_PAGE", 3)
+    monkeypatch.setattr(cw_handlers, "LIST_METRICS_PAGE", 3)
     page = call(ctx, "ListMetrics")
     assert len(page["Metrics"]) == 3 and page["NextToken"]
     rest = call(ctx, "ListMetrics", NextToken=page["NextToken"])

@@ -15,8 +15,9 @@ from sqlalchemy import text
 import sagestack.db.models  # noqa: F401  (registers every table)
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import Base, Database, sqlite_url
+from sagestack.logic import logs as L
 from sagestack.services import RequestContext, lookup
-from sagestack.services import logs as L
+from sagestack.services import logs as _handlers  # noqa: F401  (registers them)
 from sagestack.services.context import Principal
 
 ACCOUNT = "123456789012"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sagestack.control import tuning as control
 from sagestack.db.models.training import TrainingJob
 from sagestack.db.models.tuning import TuningTrial
+from sagestack.logic.sagemaker import tuning as control
 
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 

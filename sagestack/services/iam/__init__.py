@@ -12,17 +12,14 @@ from sagestack.services.iam import (  # noqa: F401  (registers the handlers)
     simulate,
     users,
 )
-from sagestack.services.iam.access_keys import record_key_use
 from sagestack.services.iam.common import role_by_arn
 from sagestack.services.iam.managed import BUILTIN_POLICIES, seed_managed_policies
-from sagestack.services.iam.simulate import PrincipalPolicies, load_principal_policies, principal_policies
+from sagestack.services.iam.simulate import PrincipalPolicies, principal_policies
 
 __all__ = [
     "BUILTIN_POLICIES",
     "PrincipalPolicies",
-    "load_principal_policies",
     "principal_policies",
-    "record_key_use",
     "role_by_arn",
     "seed_managed_policies",
 ]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
-from sagestack.db import Database
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import AccessKey
 from sagestack.services import operation
@@ -119,23 +117,6 @@ def get_access_key_last_used(ctx: RequestContext, params: dict[str, Any]) -> dic
             f"on resource: access key {key_id}",
             403,
         )
-    last: dict[str, Any] = {"ServiceName": "N/A", "Region": "N/A"}
-    if key.last_used is not None:
-        last = {
-            "LastUsedDate": key.last_used,
-            "ServiceName": key.last_used_service or "N/A",
-            "Region": key.last_used_region or "N/A",
-        }
-    return {"UserName": key.user_name, "AccessKeyLastUsed": last}
-
-
-def record_key_use(database: Database, key_id: str, service: str, region: str, when: datetime) -> None:
-    """Note that a key signed a request (for GetAccessKeyLastUsed).
-
-    Meant for the authentication layer; callers should throttle it (say, once a
-    minute per key) since every call is a write.
-    """
-    with database.transaction() as session:
-        key = session.get(AccessKey, key_id)
-        if key is not None:
-            key.last_used, key.last_used_service, key.last_used_region = when, service, region
+    # Key use is not recorded (that would take the gateway noting each signature), so every
+    # key reads as never used: AWS's answer for such keys, with no LastUsedDate.
+    return {"UserName": key.user_name, "AccessKeyLastUsed": {"ServiceName": "N/A", "Region": "N/A"}}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 import string
@@ -11,15 +9,17 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.identity import IamRole, IamUser, Installation, ManagedPolicy
-from sagestack.db.models.tags import ResourceTag
+from sagestack.logic import tags as tag_store
+from sagestack.logic.arns import iam_arn
 from sagestack.services.context import RequestContext
-from sagestack.services.iam_policy import Policy, PolicyError, PolicyKind, parse_policy
+from sagestack.services.iam.policy_eval import Policy, PolicyError, PolicyKind, parse_policy
+from sagestack.services.pagination import decode_token, encode_token
 
 T = TypeVar("T")
 
@@ -102,15 +102,15 @@ def random_secret(length: int = 40) -> str:
 
 
 def user_arn(account: str, path: str, name: str) -> str:
-    return f"arn:aws:iam::{account}:user{path}{name}"
+    return iam_arn(account, "user", path, name)
 
 
 def role_arn(account: str, path: str, name: str) -> str:
-    return f"arn:aws:iam::{account}:role{path}{name}"
+    return iam_arn(account, "role", path, name)
 
 
 def policy_arn(account: str, path: str, name: str) -> str:
-    return f"arn:aws:iam::{account}:policy{path}{name}"
+    return iam_arn(account, "policy", path, name)
 
 
 _ENTITY_ARN_RE = re.compile(r"arn:aws:iam::(\d{12}|aws):(user|role|group|policy)(/(?:.*/)?)([^/]+)")
@@ -353,61 +353,30 @@ def check_tags(tags: Sequence[dict[str, str]]) -> None:
         raise limit_exceeded(f"The number of tags has reached the maximum limit of {MAX_TAGS}.")
 
 
-def get_tags(session: Session, arn: str) -> list[dict[str, str]]:
-    rows = session.scalars(
-        select(ResourceTag).where(ResourceTag.resource_arn == arn).order_by(ResourceTag.id)
-    )
-    return [{"Key": r.key, "Value": r.value} for r in rows]
+#: IAM's rules over the shared tag store: keys match without regard to case, at most MAX_TAGS a resource.
+_TAG_LIMIT = tag_store.TagLimit(
+    MAX_TAGS, lambda: limit_exceeded(f"The number of tags has reached the maximum limit of {MAX_TAGS}.")
+)
+get_tags = tag_store.tag_list
+delete_all_tags = tag_store.drop_tags
+move_tags = tag_store.rename_tags
 
 
 def add_tags(session: Session, arn: str, tags: Sequence[dict[str, str]]) -> None:
     """Add or overwrite tags; IAM tag keys match without regard to case."""
     check_tags(tags)
-    existing = {
-        r.key.lower(): r for r in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn))
-    }
-    new_keys = {t["Key"].lower() for t in tags} - set(existing)
-    if len(existing) + len(new_keys) > MAX_TAGS:
-        raise limit_exceeded(f"The number of tags has reached the maximum limit of {MAX_TAGS}.")
-    for tag in tags:
-        row = existing.get(tag["Key"].lower())
-        if row is None:
-            session.add(ResourceTag(resource_arn=arn, key=tag["Key"], value=tag.get("Value", "")))
-        else:
-            row.key, row.value = tag["Key"], tag.get("Value", "")
-    session.flush()
+    tag_store.put_tags(session, arn, tags, fold_case=True, limit=_TAG_LIMIT)
 
 
 def remove_tags(session: Session, arn: str, keys: Sequence[str]) -> None:
-    lowered = {k.lower() for k in keys}
-    for row in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn)):
-        if row.key.lower() in lowered:
-            session.delete(row)
-
-
-def delete_all_tags(session: Session, arn: str) -> None:
-    session.execute(delete(ResourceTag).where(ResourceTag.resource_arn == arn))
-
-
-def move_tags(session: Session, old_arn: str, new_arn: str) -> None:
-    for row in session.scalars(select(ResourceTag).where(ResourceTag.resource_arn == old_arn)):
-        row.resource_arn = new_arn
+    tag_store.remove_tags(session, arn, keys, fold_case=True)
 
 
 # --------------------------------------------------------------------------- paging
 
 
-def _encode_marker(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode()).decode()
-
-
-def _decode_marker(marker: str) -> str:
-    try:
-        return base64.b64decode(marker.encode(), altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise validation_error(
-            marker, "marker", "Member must be a marker returned by a previous call"
-        ) from None
+def _invalid_marker(marker: str) -> AwsError:
+    return validation_error(marker, "marker", "Member must be a marker returned by a previous call")
 
 
 def paginate(
@@ -421,13 +390,13 @@ def paginate(
     max_items = params.get("MaxItems") or DEFAULT_MAX_ITEMS
     start = 0
     if params.get("Marker"):
-        after = _decode_marker(params["Marker"])
+        after = decode_token(params["Marker"], _invalid_marker, str)
         start = next((i for i, item in enumerate(items) if key(item) >= after), len(items))
     page = list(items[start : start + max_items])
     truncated = start + max_items < len(items)
     extra: dict[str, Any] = {"IsTruncated": truncated}
     if truncated:
-        extra["Marker"] = _encode_marker(key(items[start + max_items]))
+        extra["Marker"] = encode_token(key(items[start + max_items]))
     return page, extra
 
 

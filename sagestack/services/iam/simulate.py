@@ -1,7 +1,7 @@
 """SimulatePrincipalPolicy / SimulateCustomPolicy over the stored policies.
 
 :func:`principal_policies` gathers what applies to a user or role; request
-enforcement can use it with :func:`sagestack.services.iam_policy.authorize`.
+enforcement can use it with :func:`sagestack.services.iam.policy_eval.authorize`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
-from sagestack.db import Database
 from sagestack.db.models.identity import InlinePolicy, ManagedPolicy, PolicyAttachment
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
@@ -29,7 +28,7 @@ from sagestack.services.iam.common import (
     split_arn,
     user_arn,
 )
-from sagestack.services.iam_policy import (
+from sagestack.services.iam.policy_eval import (
     Caller,
     Evaluation,
     PolicyError,
@@ -87,13 +86,6 @@ def principal_policies(
         policy = session.get(ManagedPolicy, row.permissions_boundary)
         boundary = [_stored_source(policy)] if policy is not None else []
     return PrincipalPolicies(make_arn(account, row.path, row.name), sources, boundary)
-
-
-def load_principal_policies(
-    database: Database, principal_type: str, name: str, account: str
-) -> PrincipalPolicies | None:
-    with database.session() as session:
-        return principal_policies(session, principal_type, name, account)
 
 
 # --------------------------------------------------------------------------- request parsing

@@ -8,13 +8,12 @@ the user mangled, so the client's behaviour is the contract here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from sagestack.aws.errors import AwsError
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
+from sagestack.services.pagination import decode_token, encode_token
 from sagestack.services.s3.common import (
     STORAGE_CLASS,
     check_expected_owner,
@@ -84,16 +83,9 @@ def list_objects(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def encode_token(marker: str) -> str:
-    return base64.urlsafe_b64encode(marker.encode("utf-8", "surrogatepass")).decode("ascii")
-
-
-def decode_token(token: str) -> str:
-    try:
-        return base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8", "surrogatepass")
-    except (binascii.Error, UnicodeError, ValueError):
-        raise AwsError("InvalidArgument", "The continuation token provided is incorrect", 400,
-                       extra={"ArgumentName": "continuation-token", "ArgumentValue": token}) from None
+def _invalid_token(token: str) -> AwsError:
+    return AwsError("InvalidArgument", "The continuation token provided is incorrect", 400,
+                    extra={"ArgumentName": "continuation-token", "ArgumentValue": token})
 
 
 @operation("s3")
@@ -103,7 +95,7 @@ def list_objects_v2(ctx: RequestContext, params: dict[str, Any]) -> dict[str, An
     max_keys = _limit(params, "MaxKeys", "maxKeys")
     token = params.get("ContinuationToken")
     start_after = params.get("StartAfter")
-    markers = [m for m in (start_after, decode_token(token) if token is not None else None) if m]
+    markers = [m for m in (start_after, decode_token(token, _invalid_token, str) if token else None) if m]
     marker = max(markers, key=lambda m: m.encode("utf-8", "surrogatepass")) if markers else None
     page = _page(ctx, params, marker, max_keys)
     me = owner(ctx.account_id) if params.get("FetchOwner") else None

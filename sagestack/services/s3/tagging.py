@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import delete, select
-
 from sagestack.aws.errors import AwsError
-from sagestack.db.models.tags import ResourceTag
+from sagestack.logic import tags as tag_store
+from sagestack.logic.arns import resource_arn
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.s3.common import check_expected_owner, check_version_id, store
@@ -29,11 +28,11 @@ _MAX_KEY, _MAX_VALUE = 128, 256
 
 
 def bucket_arn(bucket: str) -> str:
-    return f"arn:aws:s3:::{bucket}"
+    return resource_arn("s3", "", "", bucket)
 
 
 def object_arn(bucket: str, key: str) -> str:
-    return f"arn:aws:s3:::{bucket}/{key}"
+    return resource_arn("s3", "", "", f"{bucket}/{key}")
 
 
 def upload_arn(upload_id: str) -> str:
@@ -79,19 +78,17 @@ def parse_header(value: str | None) -> dict[str, str] | None:
 
 def _read(ctx: RequestContext, arn: str) -> dict[str, str]:
     with ctx.platform.db.session() as s:
-        rows = s.scalars(select(ResourceTag).where(ResourceTag.resource_arn == arn).order_by(ResourceTag.id))
-        return {r.key: r.value for r in rows}
+        return tag_store.tag_map(s, arn)
 
 
 def _write(ctx: RequestContext, arn: str, tags: dict[str, str]) -> None:
     with ctx.platform.db.transaction() as s:
-        s.execute(delete(ResourceTag).where(ResourceTag.resource_arn == arn))
-        s.add_all(ResourceTag(resource_arn=arn, key=k, value=v) for k, v in tags.items())
+        tag_store.replace_tags(s, arn, tags)
 
 
 def _forget(ctx: RequestContext, arns: list[str]) -> None:
     with ctx.platform.db.transaction() as s:
-        s.execute(delete(ResourceTag).where(ResourceTag.resource_arn.in_(arns)))
+        tag_store.drop_tags(s, arns)
 
 
 def object_tags(ctx: RequestContext, info: ObjectInfo) -> dict[str, str]:

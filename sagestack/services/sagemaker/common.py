@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sagestack.aws.errors import AwsError
+from sagestack.logic.arns import sagemaker_arn
 from sagestack.services import RequestContext
+from sagestack.services.pagination import decode_offset, encode_token
 
 T = TypeVar("T")
 
 
 def resource_arn(ctx: RequestContext, kind: str, name: str) -> str:
     """``arn:aws:sagemaker:<region>:<account>:<kind>/<name>`` (SageMaker lower-cases names in ARNs)."""
-    return ctx.arn("sagemaker", f"{kind}/{name.lower()}")
+    return sagemaker_arn(ctx.region, ctx.account_id, kind, name)
 
 
 def could_not_find(kind: str, name: str) -> AwsError:
@@ -28,25 +28,13 @@ def already_exists(kind: str, name: str, arn: str) -> AwsError:
     return AwsError("ResourceInUse", f"{kind} with name {name} already exists: {arn}", 400)
 
 
-def encode_token(position: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"p": position}).encode()).decode()
-
-
-def decode_token(token: str | None) -> int:
-    if not token:
-        return 0
-    try:
-        position = json.loads(base64.urlsafe_b64decode(token.encode()))["p"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise AwsError("ValidationException", "The NextToken is not valid.", 400) from exc
-    if not isinstance(position, int) or position < 0:
-        raise AwsError("ValidationException", "The NextToken is not valid.", 400)
-    return position
+def _invalid_token(_token: str) -> AwsError:
+    return AwsError("ValidationException", "The NextToken is not valid.", 400)
 
 
 def page(items: Sequence[T], params: dict[str, Any], default_max: int = 10) -> tuple[list[T], str | None]:
     """Cut a page out of an already filtered and sorted list (MaxResults / NextToken)."""
-    start = decode_token(params.get("NextToken"))
+    start = decode_offset(params.get("NextToken"), _invalid_token)
     size = params.get("MaxResults") or default_max
     chunk = list(items[start : start + size])
     more = start + size < len(items)

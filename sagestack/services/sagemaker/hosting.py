@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
-from sagestack.control.endpoints import desired_variants
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
+from sagestack.logic.sagemaker.endpoints import desired_variants
+from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import name_filter, page, sort_items, time_filters
-from sagestack.services.sagemaker.tags import drop_tags, put_tags
+from sagestack.services.sagemaker.common import name_filter, page, resource_arn, sort_items, time_filters
 
 T = TypeVar("T")
 _KINDS: dict[type, tuple[str, str]] = {
@@ -53,7 +53,7 @@ def _load(session: Any, ctx: RequestContext, table: type[T], name: str) -> T:
     row = session.get(table, name)
     if row is None:
         kind, arn_type = _KINDS[table]
-        raise _missing(kind, ctx.arn("sagemaker", f"{arn_type}/{name.lower()}"))
+        raise _missing(kind, resource_arn(ctx, arn_type, name))
     return row
 
 
@@ -87,7 +87,7 @@ def _containers(params: dict[str, Any]) -> list[dict[str, Any]]:
 @operation("sagemaker")
 def create_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
-    arn = ctx.arn("sagemaker", f"model/{name.lower()}")
+    arn = resource_arn(ctx, "model", name)
     for container in _containers(params):
         image = container.get("Image", "")
         if resolve_image(image) is None:
@@ -135,7 +135,7 @@ def delete_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 @operation("sagemaker")
 def create_endpoint_config(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointConfigName"]
-    arn = ctx.arn("sagemaker", f"endpoint-config/{name.lower()}")
+    arn = resource_arn(ctx, "endpoint-config", name)
     request = copy.deepcopy(params)
     request.pop("Tags", None)
     names = [v["VariantName"] for v in request["ProductionVariants"]]
@@ -184,7 +184,7 @@ def delete_endpoint_config(ctx: RequestContext, params: dict[str, Any]) -> dict[
 @operation("sagemaker")
 def create_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["EndpointName"]
-    arn = ctx.arn("sagemaker", f"endpoint/{name.lower()}")
+    arn = resource_arn(ctx, "endpoint", name)
     now = utcnow()
     with ctx.platform.db.transaction() as session:
         if session.get(Endpoint, name) is not None:

@@ -13,10 +13,11 @@ from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
+from sagestack.logic.arns import iam_arn
+from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.platform import NotebookRunner
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import name_filter, page, sort_items, time_filters
-from sagestack.services.sagemaker.tags import drop_tags, put_tags
+from sagestack.services.sagemaker.common import name_filter, page, resource_arn, sort_items, time_filters
 
 DEFAULT_PLATFORM = "notebook-al2-v3"  # JupyterLab 4, as served here
 DEFAULT_SESSION_SECONDS = 43200
@@ -28,11 +29,11 @@ _ECHOED = ("InstanceType", "RoleArn", "KmsKeyId", "SubnetId", "DirectInternetAcc
 
 
 def _instance_arn(ctx: RequestContext, name: str) -> str:
-    return ctx.arn("sagemaker", f"notebook-instance/{name.lower()}")
+    return resource_arn(ctx, "notebook-instance", name)
 
 
 def _config_arn(ctx: RequestContext, name: str) -> str:
-    return ctx.arn("sagemaker", f"notebook-instance-lifecycle-config/{name.lower()}")
+    return resource_arn(ctx, "notebook-instance-lifecycle-config", name)
 
 
 def _controller(ctx: RequestContext) -> NotebookRunner:
@@ -57,9 +58,9 @@ def _transition_error(row: NotebookInstance, allowed: list[str], target: str) ->
 
 def _check_role(ctx: RequestContext, session: Any, arn: str) -> None:
     """An existing role of this account that trusts sagemaker.amazonaws.com, as SageMaker requires."""
-    prefix = f"arn:aws:iam::{ctx.account_id}:role/"
+    prefix = iam_arn(ctx.account_id, "role", "/", "")
     role = session.get(IamRole, arn.rsplit("/", 1)[-1]) if arn.startswith(prefix) else None
-    if role is None or f"arn:aws:iam::{ctx.account_id}:role{role.path}{role.name}" != arn or not _trusts_sagemaker(
+    if role is None or iam_arn(ctx.account_id, "role", role.path, role.name) != arn or not _trusts_sagemaker(
             role.assume_role_policy_document):
         raise AwsError("ValidationException", f"Could not assume role {arn}. Please ensure that the role exists "
                                               "and allows principal 'sagemaker.amazonaws.com' to assume the role.", 400)

@@ -1,4 +1,7 @@
-"""Training jobs: Create, Describe, List, Stop, Update. The runner lives in control/training.py."""
+"""Training jobs: Create, Describe, List, Stop, Update.
+
+The job's state is in logic/sagemaker/training.py; the runner lives in control/training.py.
+"""
 
 from __future__ import annotations
 
@@ -8,126 +11,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
-from sagestack.control.training import next_transitions
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
+from sagestack.logic.arns import arn_account, arn_region, sagemaker_arn
+from sagestack.logic.sagemaker.statuses import TERMINAL
+from sagestack.logic.sagemaker.training import create_training_job as create_job
+from sagestack.logic.sagemaker.training import initial_rule_statuses, request_stop
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import could_not_find, name_filter, page, sort_items, time_filters
-from sagestack.services.sagemaker.tags import put_tags
-
-TERMINAL = ("Completed", "Failed", "Stopped")
-
-
-def _validate_request(params: dict[str, Any]) -> None:
-    spec = params["AlgorithmSpecification"]
-    image = spec.get("TrainingImage")
-    if not image:
-        raise AwsError("ValidationException",
-                       "AlgorithmSpecification.TrainingImage is required: sagestack runs built-in images only "
-                       "(AlgorithmName and marketplace algorithms are not supported).", 400)
-    if resolve_image(image) is None:
-        raise AwsError("ValidationException",
-                       f"The training image {image} cannot be run by sagestack: it runs the built-in XGBoost "
-                       "images (.../sagemaker-xgboost:<version> and .../xgboost:<tag>).", 400)
-    modes = {spec.get("TrainingInputMode", "File")}
-    modes |= {c.get("InputMode") for c in params.get("InputDataConfig", []) if c.get("InputMode")}
-    if "Pipe" in modes:
-        raise AwsError("ValidationException",
-                       "TrainingInputMode Pipe is not supported by sagestack; use File or FastFile.", 400)
-    names = [c["ChannelName"] for c in params.get("InputDataConfig", [])]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise AwsError("ValidationException", f"Channel names must be unique; duplicated: {duplicates}.", 400)
-    for channel in params.get("InputDataConfig", []):
-        source = channel["DataSource"]
-        if "S3DataSource" not in source:
-            raise AwsError("ValidationException",
-                           f"Channel {channel['ChannelName']}: only S3DataSource is supported.", 400)
-    resources = params["ResourceConfig"]
-    if resources.get("InstanceGroups"):
-        raise AwsError("ValidationException", "Heterogeneous clusters (InstanceGroups) are not supported.", 400)
-    if not resources.get("InstanceCount"):
-        raise AwsError("ValidationException", "ResourceConfig.InstanceCount is required.", 400)
-
-
-def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
-    """Fill the members SageMaker fills, so Describe reads like AWS (the SDK hard-indexes some)."""
-    request = copy.deepcopy(params)
-    request.pop("Tags", None)
-    request.setdefault("HyperParameters", {})
-    spec = request["AlgorithmSpecification"]
-    spec.setdefault("TrainingInputMode", "File")
-    algorithm = resolve_image(spec["TrainingImage"])
-    if algorithm is not None and "MetricDefinitions" not in spec:
-        spec["MetricDefinitions"] = algorithm.metric_definitions()
-    spec.setdefault("EnableSageMakerMetricsTimeSeries", False)
-    for channel in request.get("InputDataConfig", []):
-        s3 = channel["DataSource"]["S3DataSource"]
-        s3.setdefault("S3DataDistributionType", "FullyReplicated")
-        channel.setdefault("CompressionType", "None")
-        channel.setdefault("RecordWrapperType", "None")
-    output = request["OutputDataConfig"]
-    output.setdefault("KmsKeyId", "")
-    output.setdefault("CompressionType", "GZIP")
-    request["ResourceConfig"].setdefault("VolumeSizeInGB", 30)
-    request.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": 86400})
-    request["StoppingCondition"].setdefault("MaxRuntimeInSeconds", 86400)
-    for flag in ("EnableNetworkIsolation", "EnableInterContainerTrafficEncryption", "EnableManagedSpotTraining"):
-        request.setdefault(flag, False)
-    return request
-
-
-def checked_training_request(platform: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """The request with SageMaker's defaults filled in, or the AwsError CreateTrainingJob would raise."""
-    _validate_request(params)
-    request = _with_defaults(params)
-    platform.training.check_inputs(request)
-    return request
-
-
-def create_training_job_from_request(platform: Any, params: dict[str, Any], tuning_job_name: str | None = None,
-                                     region: str | None = None) -> str:
-    """Create and submit a training job; returns its ARN. Tuning jobs launch their trials through here."""
-    name = params["TrainingJobName"]
-    arn = f"arn:aws:sagemaker:{region or platform.region}:{platform.account_id}:training-job/{name.lower()}"
-    request = checked_training_request(platform, params)
-    request.pop("_TuningJobName", None)
-    now = utcnow()
-    with platform.db.transaction() as session:
-        if session.get(TrainingJob, name) is not None:
-            raise AwsError(
-                "ResourceInUse",
-                "Training job names must be unique within an AWS account and region, and a training job "
-                f"with this name already exists ({arn})",
-                400,
-            )
-        profiler = request.get("ProfilerConfig")
-        session.add(TrainingJob(
-            name=name, arn=arn, request=request, status="InProgress", secondary_status="Starting",
-            transitions=next_transitions([], "Starting", "Launching requested ML instances", now),
-            created=now, last_modified=now, instance_count=request["ResourceConfig"]["InstanceCount"],
-            profiling_status=None if profiler is None else
-            ("Disabled" if profiler.get("DisableProfiler") else "Enabled"),
-            debug_rule_statuses=_initial_rule_statuses(request.get("DebugRuleConfigurations"), now),
-            profiler_rule_statuses=_initial_rule_statuses(request.get("ProfilerRuleConfigurations"), now),
-            tuning_job_name=tuning_job_name,
-        ))
-        put_tags(session, arn, params.get("Tags", []))
-    platform.training.submit(name)
-    return arn
 
 
 @operation("sagemaker")
 def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    arn = create_training_job_from_request(ctx.platform, params, params.get("_TuningJobName"), ctx.region)
-    return {"TrainingJobArn": arn}
-
-
-def _initial_rule_statuses(configs: list[dict[str, Any]] | None, now: datetime) -> list[dict[str, Any]]:
-    return [{"RuleConfigurationName": c["RuleConfigurationName"], "RuleEvaluationStatus": "InProgress",
-             "LastModifiedTime": now.timestamp()} for c in configs or []]
+    return {"TrainingJobArn": create_job(ctx.platform.db, ctx.account_id, ctx.platform.training, params, ctx.region)}
 
 
 def _load(session: Any, name: str) -> TrainingJob:
@@ -145,7 +42,7 @@ def describe(job: TrainingJob) -> dict[str, Any]:
     request = job.request
     result: dict[str, Any] = {
         key: value for key, value in request.items()
-        if key not in ("TrainingJobName", "Tags", "_TuningJobName")
+        if key not in ("TrainingJobName", "Tags")
     }
     result.update({
         "TrainingJobName": job.name,
@@ -181,8 +78,8 @@ def describe(job: TrainingJob) -> dict[str, Any]:
     if job.profiling_status:
         result["ProfilingStatus"] = job.profiling_status
     if job.tuning_job_name:
-        arn_prefix = job.arn.split(":training-job/")[0]
-        result["TuningJobArn"] = f"{arn_prefix}:hyper-parameter-tuning-job/{job.tuning_job_name.lower()}"
+        result["TuningJobArn"] = sagemaker_arn(arn_region(job.arn), arn_account(job.arn), "hyper-parameter-tuning-job",
+                                               job.tuning_job_name)
     return result
 
 
@@ -237,12 +134,7 @@ def stop_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
         if job.status != "InProgress":
             raise AwsError("ValidationException",
                            f"The request was rejected because the training job is in status {job.status}.", 400)
-        now = utcnow()
-        job.stop_requested = True
-        job.status = "Stopping"
-        job.secondary_status = "Stopping"
-        job.transitions = next_transitions(job.transitions, "Stopping", "Stopping the training job", now)
-        job.last_modified = now
+        request_stop(job, "Stopping the training job", utcnow())
     ctx.platform.training.stop(name)
     return {}
 
@@ -264,7 +156,7 @@ def update_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
             request["ProfilerRuleConfigurations"] = (
                 request.get("ProfilerRuleConfigurations", []) + params["ProfilerRuleConfigurations"]
             )
-            job.profiler_rule_statuses = job.profiler_rule_statuses + _initial_rule_statuses(
+            job.profiler_rule_statuses = job.profiler_rule_statuses + initial_rule_statuses(
                 params["ProfilerRuleConfigurations"], utcnow())
         if "ResourceConfig" in params:
             request["ResourceConfig"] = {**request["ResourceConfig"], **params["ResourceConfig"]}

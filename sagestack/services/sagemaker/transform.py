@@ -11,9 +11,16 @@ from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Model
 from sagestack.db.models.transform import TransformJob
+from sagestack.logic.tags import put_tags
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import could_not_find, name_filter, page, sort_items, time_filters
-from sagestack.services.sagemaker.tags import put_tags
+from sagestack.services.sagemaker.common import (
+    could_not_find,
+    name_filter,
+    page,
+    resource_arn,
+    sort_items,
+    time_filters,
+)
 
 SUPPORTED_SPLITS = ("None", "Line")
 
@@ -34,7 +41,7 @@ def _with_defaults(params: dict[str, Any]) -> dict[str, Any]:
 
 def _validate(session: Any, ctx: RequestContext, request: dict[str, Any]) -> None:
     if session.get(Model, request["ModelName"]) is None:
-        arn = ctx.arn("sagemaker", "model/" + request["ModelName"].lower())
+        arn = resource_arn(ctx, "model", request["ModelName"])
         raise AwsError("ValidationException", f'Could not find model "{arn}".', 400)
     split = request["TransformInput"]["SplitType"]
     if split not in SUPPORTED_SPLITS:
@@ -49,7 +56,7 @@ def _validate(session: Any, ctx: RequestContext, request: dict[str, Any]) -> Non
 @operation("sagemaker")
 def create_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["TransformJobName"]
-    arn = ctx.arn("sagemaker", f"transform-job/{name.lower()}")
+    arn = resource_arn(ctx, "transform-job", name)
     request = _with_defaults(params)
     controller = ctx.platform.transform
     now = utcnow()

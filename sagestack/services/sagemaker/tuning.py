@@ -1,7 +1,8 @@
 """Hyperparameter tuning jobs: Create, Describe, List, Stop, Delete, and their training jobs.
 
 The tuning itself (suggesting, launching, stopping trials) runs in control/tuning.py;
-these handlers validate, persist, and read back what it recorded.
+these handlers validate, persist, and read back what it recorded (through
+logic/sagemaker/tuning.py, which the controller reads with too).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from sqlalchemy import delete, select
 
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
-from sagestack.control import tuning as control
 from sagestack.db.base import utcnow
 from sagestack.db.models.tuning import TuningJob, TuningTrial
+from sagestack.logic.sagemaker import tuning as trials
+from sagestack.logic.sagemaker.statuses import TERMINAL
+from sagestack.logic.sagemaker.training import checked_training_request
+from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     already_exists,
@@ -26,8 +30,6 @@ from sagestack.services.sagemaker.common import (
     sort_items,
     time_filters,
 )
-from sagestack.services.sagemaker.tags import drop_tags, put_tags
-from sagestack.services.sagemaker.training import checked_training_request
 from sagestack.tuning import Tuner, parse_request, validate
 
 MAX_NAME_LENGTH = 32
@@ -52,7 +54,7 @@ def _check_request(ctx: RequestContext, params: dict[str, Any]) -> None:
     errors = validate(params)
     if errors:
         raise _invalid(" ".join(errors))
-    definition = control.definition_of(params)
+    definition = trials.definition_of(params)
     spec = definition.get("AlgorithmSpecification") or {}
     if not spec.get("TrainingImage"):
         raise _invalid("AlgorithmSpecification.TrainingImage is required: sagestack runs built-in images only "
@@ -61,9 +63,9 @@ def _check_request(ctx: RequestContext, params: dict[str, Any]) -> None:
         raise _invalid("The training job definition needs a ResourceConfig or a HyperParameterTuningResourceConfig.")
     _check_objective(params, spec)
     # A trial is an ordinary training job: refuse now what CreateTrainingJob would refuse for every trial.
-    probe = control.trial_request(params, f"{name}-001-00000000", dict(definition.get("StaticHyperParameters") or {}),
+    probe = trials.trial_request(params, f"{name}-001-00000000", dict(definition.get("StaticHyperParameters") or {}),
                                   [])
-    checked_training_request(ctx.platform, probe)
+    checked_training_request(ctx.platform.training, probe)
 
 
 def _check_objective(params: dict[str, Any], spec: dict[str, Any]) -> None:
@@ -83,16 +85,16 @@ def _check_parents(session: Any, request: dict[str, Any]) -> None:
     warm = request.get("WarmStartConfig")
     if not warm:
         return
-    metric, _ = control.objective_of(request)
+    metric, _ = trials.objective_of(request)
     for parent in warm["ParentHyperParameterTuningJobs"]:
         name = parent.get("HyperParameterTuningJobName") or ""
         row = session.get(TuningJob, name)
         if row is None:
             raise _invalid(f"The parent hyperparameter tuning job {name} does not exist.")
-        if row.status not in control.TERMINAL:
+        if row.status not in TERMINAL:
             raise _invalid(f"The parent hyperparameter tuning job {name} is {row.status}; warm start needs parent "
                            "jobs that are Completed, Stopped or Failed.")
-        parent_metric, _ = control.objective_of(row.request)
+        parent_metric, _ = trials.objective_of(row.request)
         if parent_metric != metric:
             raise _invalid(f"The parent hyperparameter tuning job {name} optimized {parent_metric}; warm start "
                            f"needs the same objective metric ({metric}).")
@@ -136,7 +138,7 @@ def _load(session: Any, name: str) -> TuningJob:
     return job
 
 
-def trial_summary(view: control.TrialView, tuner: Tuner, tuning_job: str, objective_type: str,
+def trial_summary(view: trials.TrialView, tuner: Tuner, tuning_job: str, objective_type: str,
                   definition_name: str | None = None) -> dict[str, Any]:
     """A HyperParameterTrainingJobSummary (a trial of ``tuning_job``, which may be a warm-start parent)."""
     job = view.job
@@ -164,17 +166,17 @@ def trial_summary(view: control.TrialView, tuner: Tuner, tuning_job: str, object
     return summary
 
 
-def _best(views: list[control.TrialView], name: str | None) -> control.TrialView | None:
+def _best(views: list[trials.TrialView], name: str | None) -> trials.TrialView | None:
     return next((v for v in views if v.name == name and v.job is not None), None)
 
 
 def describe(session: Any, job: TuningJob) -> dict[str, Any]:
-    views = control.load_views(session, job)
-    current = control.latest(views)
-    parents = control.parent_views(session, job.request)
-    tuner = control.build_tuner(job.request, current, parents)
-    _, objective_type = control.objective_of(job.request)
-    definition_name = control.definition_of(job.request).get("DefinitionName")
+    views = trials.load_views(session, job)
+    current = trials.latest(views)
+    parents = trials.parent_views(session, job.request)
+    tuner = trials.build_tuner(job.request, current, parents)
+    _, objective_type = trials.objective_of(job.request)
+    definition_name = trials.definition_of(job.request).get("DefinitionName")
     result: dict[str, Any] = {
         key: job.request[key] for key in ("HyperParameterTuningJobConfig", "TrainingJobDefinition",
                                           "TrainingJobDefinitions", "WarmStartConfig") if key in job.request
@@ -185,10 +187,10 @@ def describe(session: Any, job: TuningJob) -> dict[str, Any]:
         "HyperParameterTuningJobStatus": job.status,
         "CreationTime": job.created,
         "LastModifiedTime": job.last_modified,
-        "TrainingJobStatusCounters": control.status_counters(views),
-        "ObjectiveStatusCounters": control.objective_counters(views),
+        "TrainingJobStatusCounters": trials.status_counters(views),
+        "ObjectiveStatusCounters": trials.objective_counters(views),
         "TuningJobCompletionDetails": _completion_details(job, tuner),
-        "ConsumedResources": {"RuntimeInSeconds": control.runtime_seconds(job)},
+        "ConsumedResources": {"RuntimeInSeconds": trials.runtime_seconds(job)},
     })
     if job.ended is not None:
         result["HyperParameterTuningEndTime"] = job.ended
@@ -211,7 +213,7 @@ def _completion_details(job: TuningJob, tuner: Tuner) -> dict[str, Any]:
     return details
 
 
-def _overall_best(job: TuningJob, tuner: Tuner, own: list[control.TrialView], parents: list[control.TrialView],
+def _overall_best(job: TuningJob, tuner: Tuner, own: list[trials.TrialView], parents: list[trials.TrialView],
                   objective_type: str, definition_name: str | None) -> dict[str, Any] | None:
     """OverallBestTrainingJob: IdenticalDataAndAlgorithm warm starts rank the parents' jobs too."""
     if (job.request.get("WarmStartConfig") or {}).get("WarmStartType") != "IdenticalDataAndAlgorithm":
@@ -238,7 +240,7 @@ def _ascending_by_name(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _job_summary(session: Any, job: TuningJob) -> dict[str, Any]:
-    views = control.load_views(session, job)
+    views = trials.load_views(session, job)
     config = job.request["HyperParameterTuningJobConfig"]
     summary: dict[str, Any] = {
         "HyperParameterTuningJobName": job.name,
@@ -247,8 +249,8 @@ def _job_summary(session: Any, job: TuningJob) -> dict[str, Any]:
         "Strategy": config["Strategy"],
         "CreationTime": job.created,
         "LastModifiedTime": job.last_modified,
-        "TrainingJobStatusCounters": control.status_counters(views),
-        "ObjectiveStatusCounters": control.objective_counters(views),
+        "TrainingJobStatusCounters": trials.status_counters(views),
+        "ObjectiveStatusCounters": trials.objective_counters(views),
         "ResourceLimits": config["ResourceLimits"],
     }
     if job.ended is not None:
@@ -279,10 +281,10 @@ def list_hyper_parameter_tuning_jobs(ctx: RequestContext, params: dict[str, Any]
 def list_training_jobs_for_hyper_parameter_tuning_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
         job = _load(session, params["HyperParameterTuningJobName"])
-        views = [v for v in control.load_views(session, job) if v.job is not None]
-        tuner = control.build_tuner(job.request, control.latest(views), [])
-    _, objective_type = control.objective_of(job.request)
-    definition_name = control.definition_of(job.request).get("DefinitionName")
+        views = [v for v in trials.load_views(session, job) if v.job is not None]
+        tuner = trials.build_tuner(job.request, trials.latest(views), [])
+    _, objective_type = trials.objective_of(job.request)
+    definition_name = trials.definition_of(job.request).get("DefinitionName")
     if params.get("StatusEquals"):
         views = [v for v in views if v.status == params["StatusEquals"]]
     order = _ascending_by_name(params)
@@ -320,7 +322,7 @@ def delete_hyper_parameter_tuning_job(ctx: RequestContext, params: dict[str, Any
     name = params["HyperParameterTuningJobName"]
     with ctx.platform.db.transaction() as session:
         job = _load(session, name)
-        if job.status not in control.TERMINAL:
+        if job.status not in TERMINAL:
             raise _invalid(f"The hyperparameter tuning job {name} is {job.status}; stop it before deleting it.")
         session.execute(delete(TuningTrial).where(TuningTrial.tuning_job_name == name))
         drop_tags(session, job.arn)

@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
+from sagestack.logic.arns import resource_arn
+
 PolicyKind = Literal["identity", "trust", "resource"]
 Decision = Literal["allowed", "explicitDeny", "implicitDeny"]
 
@@ -562,7 +564,7 @@ def _aws_principal_matches(ident: str, caller: Caller) -> bool:
     if ident == "*":
         return True
     # A bare account id or the account root stands for every identity of that account.
-    if ident in (caller.account_id, f"arn:aws:iam::{caller.account_id}:root"):
+    if ident in (caller.account_id, resource_arn("iam", "", caller.account_id, "root")):
         return bool(caller.account_id)
     if ident == caller.arn:
         return True

@@ -1,0 +1,1 @@
+"""SageMaker's business logic: the state handlers and controllers both move."""

@@ -1,0 +1,29 @@
+"""A real Platform without controllers, for unit tests that call handlers and logic in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sagestack.config import Settings
+from sagestack.db import Database
+from sagestack.identity import CredentialStore, Principal
+from sagestack.platform import Platform
+from sagestack.storage import LocalObjectStore
+
+ACCOUNT_ID = "123456789012"
+
+
+def bare_platform(data_dir: Path, account_id: str = ACCOUNT_ID) -> Platform:
+    """The database (migrated), credentials and object store of a data dir; no controller is attached,
+    so a handler that would wake one raises AttributeError instead of doing half its work."""
+    settings = Settings(data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database_url)
+    db.migrate()
+    return Platform(settings, db, account_id, CredentialStore(db, account_id),
+                    LocalObjectStore(db, settings.objects_dir))
+
+
+def admin_principal(account_id: str = ACCOUNT_ID) -> Principal:
+    return Principal(account_id, f"arn:aws:iam::{account_id}:user/admin", "AIDATEST", "AKIATEST", "user", "admin",
+                     is_admin=True)
