@@ -6,7 +6,6 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import botocore.session
@@ -15,11 +14,13 @@ from botocore.validate import ParamValidator
 
 import sagestack.db.models  # noqa: F401  (registers every table)
 from sagestack.aws.errors import AwsError
-from sagestack.db.base import Base, Database, sqlite_url
+from sagestack.db import Database
 from sagestack.logic import cloudwatch as CW
+from sagestack.platform import Platform
 from sagestack.services import RequestContext, lookup
 from sagestack.services.cloudwatch import metrics as cw_handlers
 from sagestack.services.context import Principal
+from sagestack.testing.platforms import bare_platform
 
 ACCOUNT = "123456789012"
 NS = "/aws/sagemaker/TrainingJobs"
@@ -29,19 +30,23 @@ MODEL = botocore.session.get_session().get_service_model("cloudwatch")
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(sqlite_url(tmp_path / "t.db"))
-    Base.metadata.create_all(database.engine)
-    yield database
-    database.dispose()
+def platform(tmp_path: Path) -> Iterator[Platform]:
+    platform = bare_platform(tmp_path)
+    yield platform
+    platform.db.dispose()
 
 
 @pytest.fixture
-def ctx(db: Database) -> RequestContext:
+def db(platform: Platform) -> Database:
+    return platform.db
+
+
+@pytest.fixture
+def ctx(platform: Platform) -> RequestContext:
     principal = Principal(
         ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/admin", "AIDATEST", "AKIATEST", "user", "admin"
     )
-    return RequestContext("cloudwatch", "Test", "us-east-1", "req-1", principal, SimpleNamespace(db=db))  # type: ignore[arg-type]
+    return RequestContext("cloudwatch", "Test", "us-east-1", "req-1", principal, platform)
 
 
 def call(ctx: RequestContext, op: str, **params: Any) -> dict[str, Any]:
