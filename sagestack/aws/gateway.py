@@ -2,7 +2,7 @@
 
 One generic path serves every service and protocol. Nothing here knows an
 operation by name: services are found by request shape, operations by the
-service model, handlers by the registry in :mod:`sagestack.services`.
+service model, handlers by the lookup the layer above hands in.
 """
 
 from __future__ import annotations
@@ -17,21 +17,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from anyio import to_thread
 from botocore.model import OperationModel
 
 from sagestack.aws import sigv4
 from sagestack.aws.catalog import VALIDATION_CODES, Route, ServiceCatalog
+from sagestack.aws.context import CredentialSource, HandlerLookup, RequestContext, SigningCredential
 from sagestack.aws.errors import AwsError, internal_error
 from sagestack.aws.http import BodyStream, HttpRequest, HttpResponse
 from sagestack.aws.protocols import json as json_protocol
 from sagestack.aws.protocols import query as query_protocol
 from sagestack.aws.protocols import rest as rest_protocol
 from sagestack.aws.validation import format_errors, validate
-from sagestack.identity import CredentialStore
-from sagestack.services import RequestContext, lookup
 
 log = logging.getLogger("sagestack.access")
 errlog = logging.getLogger("sagestack.errors")
@@ -57,12 +56,25 @@ class _Call:
     received: float = 0.0
 
 
-class Gateway:
-    def __init__(self, catalog: ServiceCatalog, credentials: CredentialStore, platform: Any,
-                 virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
+class _Regional(Protocol):
+    @property
+    def region(self) -> str:
+        """Where requests that name no region (unsigned ones) are served."""
+        ...
+
+
+PlatformT = TypeVar("PlatformT", bound=_Regional)
+
+
+class Gateway(Generic[PlatformT]):
+    """``handlers`` finds each operation's handler; ``platform`` reaches every handler as ``ctx.platform``."""
+
+    def __init__(self, catalog: ServiceCatalog, credentials: CredentialSource, platform: PlatformT,
+                 handlers: HandlerLookup, *, virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
         self.catalog = catalog
         self.credentials = credentials
         self.platform = platform
+        self.lookup = handlers
         self.virtual_host_suffixes = virtual_host_suffixes
         self._handlers: dict[tuple[str, str], tuple[Any, bool]] = {}
         #: (service, operation name) -> its model; botocore's own lookup builds a cache key per call.
@@ -161,7 +173,7 @@ class Gateway:
         """The operation's handler and whether it is a coroutine function (looked up once per operation)."""
         found = self._handlers.get((service, name))
         if found is None:
-            handler = lookup(service, name)
+            handler = self.lookup(service, name)
             if handler is None:
                 raise AwsError("UnsupportedOperation",
                                f"sagestack does not implement the {service} operation {name}.", 400)
@@ -264,7 +276,7 @@ class Gateway:
         return _FAMILY[call.route.protocol] if call.route else "query"
 
     def _authenticate(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
-                      receive: Any) -> Any:
+                      receive: Any) -> SigningCredential:
         family = self._family(call)
         try:
             return self._check_signature(call, signed, streaming, receive)
@@ -272,7 +284,7 @@ class Gateway:
             raise sigv4.to_aws_error(failure, family) from None
 
     def _check_signature(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
-                         receive: Any) -> Any:
+                         receive: Any) -> SigningCredential:
         request = call.request
         if signed is None:
             raise sigv4.AuthFailure(sigv4.AuthFailureKind.MISSING, "no authentication")

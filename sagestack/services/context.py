@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from sagestack.platform import Platform
+from sagestack.aws import context as aws_context
 
 
 @dataclass(frozen=True)
@@ -25,24 +24,5 @@ class Principal:
     is_admin: bool = False
 
 
-@dataclass
-class RequestContext:
-    service: str
-    operation: str
-    region: str
-    request_id: str
-    principal: Principal
-    platform: Platform
-    #: The caller's User-Agent (SDK identification for compatibility switches).
-    user_agent: str = ""
-    #: ``time.perf_counter()`` when the gateway took the request (for latency metrics such as OverheadLatency).
-    received: float = 0.0
-
-    @property
-    def account_id(self) -> str:
-        return self.principal.account_id
-
-    def arn(self, service: str, resource: str, region: str | None = None) -> str:
-        """An ARN in this installation's account, e.g. arn(\"sagemaker\", \"training-job/x\")."""
-        reg = self.region if region is None else region
-        return f"arn:aws:{service}:{reg}:{self.account_id}:{resource}"
+#: The gateway's context with this layer's platform (typed as ``Platform`` once that moves here).
+RequestContext = aws_context.RequestContext[Any]
