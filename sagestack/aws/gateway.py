@@ -142,7 +142,8 @@ class Gateway(Generic[PlatformT]):
                 request.body = await _read_body(receive)
             if call.route is None or call.route.protocol == "query":
                 call.form = query_protocol.form_params(request)
-                call.route = self.catalog.route(request, call.form) or call.route
+                # A Version no service speaks leaves the request unrouted (InvalidAction, not a 500).
+                call.route = self.catalog.route(request, call.form)
         credential = self._authenticate(call, signed, streaming, receive)
         route = call.route
         if route is None:
