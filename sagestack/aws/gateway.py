@@ -23,14 +23,13 @@ from anyio import to_thread
 from botocore.model import OperationModel
 
 from sagestack.aws import sigv4
-from sagestack.aws.catalog import VALIDATION_CODES, Route, ServiceCatalog
+from sagestack.aws.catalog import Route, ServiceCatalog
 from sagestack.aws.context import CredentialSource, HandlerLookup, RequestContext, SigningCredential
 from sagestack.aws.errors import AwsError, internal_error
 from sagestack.aws.http import BodyStream, HttpRequest, HttpResponse
-from sagestack.aws.protocols import json as json_protocol
-from sagestack.aws.protocols import query as query_protocol
-from sagestack.aws.protocols import rest as rest_protocol
+from sagestack.aws.protocols.base import NO_LABELS, WireProtocol
 from sagestack.aws.validation import format_errors, validate
+from sagestack.aws.values import WireValueError
 
 log = logging.getLogger("sagestack.access")
 errlog = logging.getLogger("sagestack.errors")
@@ -39,7 +38,6 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 #: Bodies of non-streaming requests are read into memory up to this size.
 MAX_BUFFERED_BODY = 64 * 1024 * 1024
-_FAMILY = {"json": "json", "query": "query", "rest-json": "rest-json", "rest-xml": "s3"}
 
 
 @dataclass
@@ -140,8 +138,9 @@ class Gateway(Generic[PlatformT]):
         if not streaming:
             if receive is not None:
                 request.body = await _read_body(receive)
-            if call.route is None or call.route.protocol == "query":
-                call.form = query_protocol.form_params(request)
+            protocol = (call.route or self.catalog.unrouted).protocol
+            if protocol.routed_by_form:
+                call.form = protocol.read_form(request)
                 # A Version no service speaks leaves the request unrouted (InvalidAction, not a 500).
                 call.route = self.catalog.route(request, call.form)
         credential = self._authenticate(call, signed, streaming, receive)
@@ -152,7 +151,7 @@ class Gateway(Generic[PlatformT]):
         params = self._parse(call)
         errors = validate(operation.input_shape, params)
         if errors:
-            raise AwsError(VALIDATION_CODES[route.service], format_errors(errors), 400)
+            raise AwsError(route.validation_code, format_errors(errors), 400)
         handler, is_async = self._handler(route.service, operation.name)
         ctx = RequestContext(
             service=route.service,
@@ -184,10 +183,10 @@ class Gateway(Generic[PlatformT]):
     def _route(self, call: _Call) -> None:
         request = call.request
         if self.catalog.is_query_request(request):
-            call.route = Route("", "query")  # service known once the form is read
+            call.route = self.catalog.form_routed  # service known once the form is read
             return
         call.route = self.catalog.route(request)
-        if call.route and call.route.protocol == "rest-xml":
+        if call.route and call.route.protocol.virtual_hosts:
             self._apply_virtual_host(request)
 
     def _apply_virtual_host(self, request: HttpRequest) -> None:
@@ -206,16 +205,7 @@ class Gateway(Generic[PlatformT]):
         route = call.route
         assert route is not None
         model = self.catalog.model(route.service)
-        request = call.request
-        if route.protocol == "json":
-            name = json_protocol.operation_name(request)
-        elif route.protocol == "query":
-            name = (call.form or {}).get("Action")
-        else:
-            matched = rest_protocol.match_operation(model, request)
-            if matched is None:
-                raise _no_route_error(route)
-            name, call.labels = matched
+        name, call.labels = route.protocol.find_operation(model, call.request, call.form)
         operation = self._operations.get((route.service, name or ""))
         if operation is None:
             if not name or name not in model.operation_names:
@@ -225,9 +215,9 @@ class Gateway(Generic[PlatformT]):
         return operation
 
     def _is_streaming(self, call: _Call) -> bool:
-        """Only rest operations whose payload is a streaming blob read the body lazily."""
+        """Only operations whose payload is a streaming blob, in a protocol that streams them, read lazily."""
         route = call.route
-        if route is None or route.protocol != "rest-xml":
+        if route is None or not route.protocol.streams_payloads:
             return False
         operation = self._operation(call)
         shape = operation.input_shape
@@ -235,35 +225,22 @@ class Gateway(Generic[PlatformT]):
         return bool(payload and shape.members[payload].serialization.get("streaming"))
 
     def _parse(self, call: _Call) -> dict[str, Any]:
-        route, operation, request = call.route, call.operation, call.request
+        route, operation = call.route, call.operation
         assert route is not None and operation is not None
-        if route.protocol == "json":
-            return json_protocol.parse(operation, request)
-        if route.protocol == "query":
-            return query_protocol.parse(operation, request, call.form or {})
-        return rest_protocol.parse(operation, request, call.labels or {}, route.protocol == "rest-xml")
+        try:
+            return route.protocol.parse(operation, call.request, call.form, call.labels or NO_LABELS)
+        except WireValueError as exc:
+            raise AwsError(route.validation_code, str(exc), 400) from exc
 
     def _serialize(self, call: _Call, result: dict[str, Any] | None) -> HttpResponse:
         route, operation = call.route, call.operation
         assert route is not None and operation is not None
-        if route.protocol == "json":
-            return json_protocol.serialize(operation, result, call.request_id)
-        if route.protocol == "query":
-            return query_protocol.serialize(operation, result, call.request_id)
-        return rest_protocol.serialize(operation, result, call.request_id, route.protocol == "rest-xml")
+        return route.protocol.serialize(operation, result, call.request_id)
 
     def _error_response(self, call: _Call, error: AwsError) -> HttpResponse:
-        route = call.route
-        service = route.service if route and route.service else "sts"
-        model = self.catalog.model(service)
-        protocol = route.protocol if route else "query"
-        if protocol == "json":
-            return json_protocol.serialize_error(model, error, call.request_id)
-        if protocol == "query":
-            return query_protocol.serialize_error(model, error, call.request_id)
-        return rest_protocol.serialize_error(
-            model, error, call.request_id, protocol == "rest-xml", call.request.method == "HEAD"
-        )
+        route = call.route if call.route is not None and call.route.service else self.catalog.unrouted
+        model = self.catalog.model(route.service)
+        return route.protocol.serialize_error(model, error, call.request_id, call.request)
 
     # ------------------------------------------------------------ authentication
     def _signed_request(self, call: _Call) -> sigv4.SignedRequest | None:
@@ -271,21 +248,22 @@ class Gateway(Generic[PlatformT]):
         try:
             return sigv4.parse(request.method, _signed_path(request), request.query_string, request.headers)
         except sigv4.AuthFailure as failure:
-            raise sigv4.to_aws_error(failure, self._family(call)) from None
+            raise self._auth_protocol(call).auth_error(failure) from None
 
-    def _family(self, call: _Call) -> str:
-        return _FAMILY[call.route.protocol] if call.route else "query"
+    def _auth_protocol(self, call: _Call) -> WireProtocol:
+        """Whose authentication rules and errors apply: the route's, or the fallback's for unrouted requests."""
+        return (call.route or self.catalog.unrouted).protocol
 
     def _authenticate(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
                       receive: Any) -> SigningCredential:
-        family = self._family(call)
+        protocol = self._auth_protocol(call)
         try:
-            return self._check_signature(call, signed, streaming, receive)
+            return self._check_signature(call, signed, streaming, receive, protocol)
         except sigv4.AuthFailure as failure:
-            raise sigv4.to_aws_error(failure, family) from None
+            raise protocol.auth_error(failure) from None
 
     def _check_signature(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
-                         receive: Any) -> SigningCredential:
+                         receive: Any, protocol: WireProtocol) -> SigningCredential:
         request = call.request
         if signed is None:
             raise sigv4.AuthFailure(sigv4.AuthFailureKind.MISSING, "no authentication")
@@ -305,12 +283,12 @@ class Gateway(Generic[PlatformT]):
         path = request.raw_path if signed.version == 2 else _signed_path(request)
         signing_key = sigv4.verify(
             signed, request.method, path, request.query_string, request.headers,
-            credential.secret_access_key, now, self._family(call), payload_hash=payload_hash,
+            credential.secret_access_key, now, protocol.auth_family, payload_hash=payload_hash,
         )
         if payload_hash is not None:
             sigv4.check_payload_hash(signed, payload_hash)
         if streaming:
-            request.stream = _body_stream(request, signed, signing_key, receive)
+            request.stream = _body_stream(request, signed, signing_key, receive, protocol)
         return credential
 
 
@@ -331,12 +309,6 @@ def _is_hex_digest(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def _no_route_error(route: Route) -> AwsError:
-    if route.protocol == "rest-xml":
-        return AwsError("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
-    return AwsError("UnknownOperationException", "No operation matches this request.", 404)
-
-
 async def _read_body(receive: Any) -> bytes:
     parts: list[bytes] = []
     size = 0
@@ -354,7 +326,7 @@ async def _read_body(receive: Any) -> bytes:
 
 
 def _body_stream(request: HttpRequest, signed: sigv4.SignedRequest, signing_key: bytes,
-                 receive: Any) -> BodyStream:
+                 receive: Any, protocol: WireProtocol) -> BodyStream:
     """Wrap the body in the decoding and verification its x-amz-content-sha256 calls for."""
     from sagestack.aws import chunked
 
@@ -373,8 +345,7 @@ def _body_stream(request: HttpRequest, signed: sigv4.SignedRequest, signing_key:
 
         def finish() -> dict[str, str]:
             if digest.hexdigest() != declared:
-                raise sigv4.to_aws_error(
-                    sigv4.AuthFailure(sigv4.AuthFailureKind.PAYLOAD_HASH_MISMATCH, declared), "s3")
+                raise protocol.auth_error(sigv4.AuthFailure(sigv4.AuthFailureKind.PAYLOAD_HASH_MISMATCH, declared))
             return {}
 
         return BodyStream(receive, feed, finish, declared_length)
