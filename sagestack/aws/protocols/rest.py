@@ -3,7 +3,8 @@
 An operation is found by matching the request against every ``requestUri``
 template of the service model; when several match (S3's PutObject, CopyObject
 and UploadPart share ``PUT /{Bucket}/{Key+}``), the most specific wins: literal
-query keys first, then required query and header members present.
+query keys first, then required query and header members present; of equally
+specific ones, an operation the model marks deprecated loses.
 
 :class:`RestProtocol` reads and writes what lives in the URI, query and headers;
 its subclasses the body documents (JSON here, XML in :mod:`.rest_xml`).
@@ -43,6 +44,8 @@ class _Route:
     literal_query: tuple[tuple[str, str | None], ...]
     required_query: tuple[str, ...]
     required_headers: tuple[str, ...]
+    #: Loses a tie to the operation that replaced it (S3's PutBucketLifecycle to PutBucketLifecycleConfiguration).
+    deprecated: bool = False
 
     def score(self) -> int:
         literal_segments = sum(1 for s in self.segments if not s.startswith("{"))
@@ -77,13 +80,14 @@ def _route_of(op: OperationModel) -> _Route:
         tuple(literal),
         tuple(required_query),
         tuple(required_headers),
+        bool(op.deprecated),
     )
 
 
 @lru_cache(maxsize=32)
 def _routes(service: ServiceModel) -> list[_Route]:
     routes = [_route_of(service.operation_model(name)) for name in service.operation_names]
-    return sorted(routes, key=lambda r: -r.score())
+    return sorted(routes, key=lambda r: (-r.score(), r.deprecated))
 
 
 @lru_cache(maxsize=32)
