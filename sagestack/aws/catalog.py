@@ -41,8 +41,8 @@ DIALECTS: dict[tuple[str, str], WireProtocol] = {("s3", "rest-xml"): S3}
 
 #: Where requests no service claims are answered: as STS would, in the query form.
 FALLBACK_SERVICE = "sts"
-
-_RUNTIME_PATH = re.compile(r"^/endpoints/[^/]+/invocations/?$")
+#: The REST service told from S3 by its paths (every one of its operations is a POST).
+RUNTIME_SERVICE = "sagemaker-runtime"
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,13 @@ class ServiceCatalog:
             self._models[service] = model
         return model
 
+    @staticmethod
+    def protocol(service: str, protocol: str) -> WireProtocol:
+        """The object that speaks ``service`` in botocore's protocol ``protocol`` ("json", "rest-xml", ...)."""
+        return DIALECTS.get((service, protocol)) or PROTOCOLS[protocol]
+
     def _route_to(self, service: str, protocol: str) -> Route:
-        chosen = DIALECTS.get((service, protocol)) or PROTOCOLS[protocol]
-        return Route(service, chosen, VALIDATION_CODES[service])
+        return Route(service, self.protocol(service, protocol), VALIDATION_CODES[service])
 
     @cached_property
     def _json_targets(self) -> dict[str, Route]:
@@ -89,7 +93,14 @@ class ServiceCatalog:
 
     @cached_property
     def _runtime(self) -> Route:
-        return self._route_to("sagemaker-runtime", "rest-json")
+        return self._route_to(RUNTIME_SERVICE, "rest-json")
+
+    @cached_property
+    def _runtime_path(self) -> re.Pattern[str]:
+        """Any of the runtime's request URIs: ``/endpoints/{EndpointName}/invocations``, ``.../async-invocations``..."""
+        model = self.model(RUNTIME_SERVICE)
+        uris = sorted({model.operation_model(name).http["requestUri"] for name in model.operation_names})
+        return re.compile("^(?:" + "|".join(_uri_pattern(uri) for uri in uris) + ")/?$")
 
     @cached_property
     def _s3(self) -> Route:
@@ -106,7 +117,7 @@ class ServiceCatalog:
             return self._json_targets.get(target.rpartition(".")[0])
         if query_params is not None:
             return self._query_versions.get(query_params.get("Version", ""))
-        if request.method == "POST" and _RUNTIME_PATH.match(request.raw_path):
+        if request.method == "POST" and self._runtime_path.match(request.raw_path):
             return self._runtime
         return self._s3
 
@@ -118,3 +129,14 @@ class ServiceCatalog:
         if request.method == "POST":
             return request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
         return request.method == "GET" and "Action" in request.query
+
+
+def _uri_pattern(uri: str) -> str:
+    """A regular expression for the paths a request URI template matches (labels are one segment or, ``+``, more)."""
+    out = []
+    for part in re.split(r"(\{[^}]+\})", uri.partition("?")[0]):
+        if part.startswith("{"):
+            out.append(".+" if part.endswith("+}") else "[^/]+")
+        else:
+            out.append(re.escape(part))
+    return "".join(out)
