@@ -57,7 +57,7 @@ KNOWN_REQUEST_GAPS = {
 class Generator:
     """A value for every member of a shape, honouring enums, lengths and ranges.
 
-    ``header_maps`` makes map keys lower-case where they travel as header names
+    ``lower_keys`` makes map keys lower-case where they travel as header names
     (HTTP header names are case-insensitive, so no protocol keeps their case).
     """
 
