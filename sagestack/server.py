@@ -97,7 +97,7 @@ def _object_store(settings: Settings, db: Database, account_id: str) -> ObjectSt
 
 def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None,
               tls_files: tuple[Path, Path] | None = None) -> RootApp:
-    gateway = Gateway(ServiceCatalog(), platform.credentials, platform)
+    gateway = Gateway(ServiceCatalog(), platform.credentials, platform, services.lookup)
     settings = platform.settings
     endpoints = platform.endpoints
     notebooks = platform.notebooks

@@ -2,7 +2,7 @@
 
 One generic path serves every service and protocol. Nothing here knows an
 operation by name: services are found by request shape, operations by the
-service model, handlers by the registry in :mod:`sagestack.services`.
+service model, handlers by the lookup the layer above hands in.
 """
 
 from __future__ import annotations
@@ -17,21 +17,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from anyio import to_thread
 from botocore.model import OperationModel
 
 from sagestack.aws import sigv4
-from sagestack.aws.catalog import VALIDATION_CODES, Route, ServiceCatalog
+from sagestack.aws.catalog import Route, ServiceCatalog
+from sagestack.aws.context import HandlerLookup, RequestContext
 from sagestack.aws.errors import AwsError, internal_error
 from sagestack.aws.http import BodyStream, HttpRequest, HttpResponse
-from sagestack.aws.protocols import json as json_protocol
-from sagestack.aws.protocols import query as query_protocol
-from sagestack.aws.protocols import rest as rest_protocol
+from sagestack.aws.protocols.base import NO_LABELS, WireProtocol
 from sagestack.aws.validation import format_errors, validate
-from sagestack.identity import CredentialStore
-from sagestack.services import RequestContext, lookup
+from sagestack.aws.values import WireValueError
+from sagestack.identity import Credential, CredentialStore
 
 log = logging.getLogger("sagestack.access")
 errlog = logging.getLogger("sagestack.errors")
@@ -40,7 +39,6 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 #: Bodies of non-streaming requests are read into memory up to this size.
 MAX_BUFFERED_BODY = 64 * 1024 * 1024
-_FAMILY = {"json": "json", "query": "query", "rest-json": "rest-json", "rest-xml": "s3"}
 
 
 @dataclass
@@ -57,12 +55,25 @@ class _Call:
     received: float = 0.0
 
 
-class Gateway:
-    def __init__(self, catalog: ServiceCatalog, credentials: CredentialStore, platform: Any,
-                 virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
+class _Regional(Protocol):
+    @property
+    def region(self) -> str:
+        """Where requests that name no region (unsigned ones) are served."""
+        ...
+
+
+PlatformT = TypeVar("PlatformT", bound=_Regional)
+
+
+class Gateway(Generic[PlatformT]):
+    """``handlers`` finds each operation's handler; ``platform`` reaches every handler as ``ctx.platform``."""
+
+    def __init__(self, catalog: ServiceCatalog, credentials: CredentialStore, platform: PlatformT,
+                 handlers: HandlerLookup, *, virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
         self.catalog = catalog
         self.credentials = credentials
         self.platform = platform
+        self.lookup = handlers
         self.virtual_host_suffixes = virtual_host_suffixes
         self._handlers: dict[tuple[str, str], tuple[Any, bool]] = {}
         #: (service, operation name) -> its model; botocore's own lookup builds a cache key per call.
@@ -128,9 +139,11 @@ class Gateway:
         if not streaming:
             if receive is not None:
                 request.body = await _read_body(receive)
-            if call.route is None or call.route.protocol == "query":
-                call.form = query_protocol.form_params(request)
-                call.route = self.catalog.route(request, call.form) or call.route
+            protocol = (call.route or self.catalog.unrouted).protocol
+            if protocol.routed_by_form:
+                call.form = protocol.read_form(request)
+                # A Version no service speaks leaves the request unrouted (InvalidAction, not a 500).
+                call.route = self.catalog.route(request, call.form)
         credential = self._authenticate(call, signed, streaming, receive)
         route = call.route
         if route is None:
@@ -139,7 +152,7 @@ class Gateway:
         params = self._parse(call)
         errors = validate(operation.input_shape, params)
         if errors:
-            raise AwsError(VALIDATION_CODES[route.service], format_errors(errors), 400)
+            raise AwsError(route.validation_code, format_errors(errors), 400)
         handler, is_async = self._handler(route.service, operation.name)
         ctx = RequestContext(
             service=route.service,
@@ -161,7 +174,7 @@ class Gateway:
         """The operation's handler and whether it is a coroutine function (looked up once per operation)."""
         found = self._handlers.get((service, name))
         if found is None:
-            handler = lookup(service, name)
+            handler = self.lookup(service, name)
             if handler is None:
                 raise AwsError("UnsupportedOperation",
                                f"sagestack does not implement the {service} operation {name}.", 400)
@@ -171,10 +184,10 @@ class Gateway:
     def _route(self, call: _Call) -> None:
         request = call.request
         if self.catalog.is_query_request(request):
-            call.route = Route("", "query")  # service known once the form is read
+            call.route = self.catalog.form_routed  # service known once the form is read
             return
         call.route = self.catalog.route(request)
-        if call.route and call.route.protocol == "rest-xml":
+        if call.route and call.route.protocol.virtual_hosts:
             self._apply_virtual_host(request)
 
     def _apply_virtual_host(self, request: HttpRequest) -> None:
@@ -193,16 +206,7 @@ class Gateway:
         route = call.route
         assert route is not None
         model = self.catalog.model(route.service)
-        request = call.request
-        if route.protocol == "json":
-            name = json_protocol.operation_name(request)
-        elif route.protocol == "query":
-            name = (call.form or {}).get("Action")
-        else:
-            matched = rest_protocol.match_operation(model, request)
-            if matched is None:
-                raise _no_route_error(route)
-            name, call.labels = matched
+        name, call.labels = route.protocol.find_operation(model, call.request, call.form)
         operation = self._operations.get((route.service, name or ""))
         if operation is None:
             if not name or name not in model.operation_names:
@@ -212,9 +216,9 @@ class Gateway:
         return operation
 
     def _is_streaming(self, call: _Call) -> bool:
-        """Only rest operations whose payload is a streaming blob read the body lazily."""
+        """Only operations whose payload is a streaming blob, in a protocol that streams them, read lazily."""
         route = call.route
-        if route is None or route.protocol != "rest-xml":
+        if route is None or not route.protocol.streams_payloads:
             return False
         operation = self._operation(call)
         shape = operation.input_shape
@@ -222,35 +226,22 @@ class Gateway:
         return bool(payload and shape.members[payload].serialization.get("streaming"))
 
     def _parse(self, call: _Call) -> dict[str, Any]:
-        route, operation, request = call.route, call.operation, call.request
+        route, operation = call.route, call.operation
         assert route is not None and operation is not None
-        if route.protocol == "json":
-            return json_protocol.parse(operation, request)
-        if route.protocol == "query":
-            return query_protocol.parse(operation, request, call.form or {})
-        return rest_protocol.parse(operation, request, call.labels or {}, route.protocol == "rest-xml")
+        try:
+            return route.protocol.parse(operation, call.request, call.form, call.labels or NO_LABELS)
+        except WireValueError as exc:
+            raise AwsError(route.validation_code, str(exc), 400) from exc
 
     def _serialize(self, call: _Call, result: dict[str, Any] | None) -> HttpResponse:
         route, operation = call.route, call.operation
         assert route is not None and operation is not None
-        if route.protocol == "json":
-            return json_protocol.serialize(operation, result, call.request_id)
-        if route.protocol == "query":
-            return query_protocol.serialize(operation, result, call.request_id)
-        return rest_protocol.serialize(operation, result, call.request_id, route.protocol == "rest-xml")
+        return route.protocol.serialize(operation, result, call.request_id)
 
     def _error_response(self, call: _Call, error: AwsError) -> HttpResponse:
-        route = call.route
-        service = route.service if route and route.service else "sts"
-        model = self.catalog.model(service)
-        protocol = route.protocol if route else "query"
-        if protocol == "json":
-            return json_protocol.serialize_error(model, error, call.request_id)
-        if protocol == "query":
-            return query_protocol.serialize_error(model, error, call.request_id)
-        return rest_protocol.serialize_error(
-            model, error, call.request_id, protocol == "rest-xml", call.request.method == "HEAD"
-        )
+        route = call.route if call.route is not None and call.route.service else self.catalog.unrouted
+        model = self.catalog.model(route.service)
+        return route.protocol.serialize_error(model, error, call.request_id, call.request)
 
     # ------------------------------------------------------------ authentication
     def _signed_request(self, call: _Call) -> sigv4.SignedRequest | None:
@@ -258,21 +249,22 @@ class Gateway:
         try:
             return sigv4.parse(request.method, _signed_path(request), request.query_string, request.headers)
         except sigv4.AuthFailure as failure:
-            raise sigv4.to_aws_error(failure, self._family(call)) from None
+            raise self._auth_protocol(call).auth_error(failure) from None
 
-    def _family(self, call: _Call) -> str:
-        return _FAMILY[call.route.protocol] if call.route else "query"
+    def _auth_protocol(self, call: _Call) -> WireProtocol:
+        """Whose authentication rules and errors apply: the route's, or the fallback's for unrouted requests."""
+        return (call.route or self.catalog.unrouted).protocol
 
     def _authenticate(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
-                      receive: Any) -> Any:
-        family = self._family(call)
+                      receive: Any) -> Credential:
+        protocol = self._auth_protocol(call)
         try:
-            return self._check_signature(call, signed, streaming, receive)
+            return self._check_signature(call, signed, streaming, receive, protocol)
         except sigv4.AuthFailure as failure:
-            raise sigv4.to_aws_error(failure, family) from None
+            raise protocol.auth_error(failure) from None
 
     def _check_signature(self, call: _Call, signed: sigv4.SignedRequest | None, streaming: bool,
-                         receive: Any) -> Any:
+                         receive: Any, protocol: WireProtocol) -> Credential:
         request = call.request
         if signed is None:
             raise sigv4.AuthFailure(sigv4.AuthFailureKind.MISSING, "no authentication")
@@ -292,12 +284,12 @@ class Gateway:
         path = request.raw_path if signed.version == 2 else _signed_path(request)
         signing_key = sigv4.verify(
             signed, request.method, path, request.query_string, request.headers,
-            credential.secret_access_key, now, self._family(call), payload_hash=payload_hash,
+            credential.secret_access_key, now, protocol.auth_family, payload_hash=payload_hash,
         )
         if payload_hash is not None:
             sigv4.check_payload_hash(signed, payload_hash)
         if streaming:
-            request.stream = _body_stream(request, signed, signing_key, receive)
+            request.stream = _body_stream(request, signed, signing_key, receive, protocol)
         return credential
 
 
@@ -318,12 +310,6 @@ def _is_hex_digest(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
-def _no_route_error(route: Route) -> AwsError:
-    if route.protocol == "rest-xml":
-        return AwsError("MethodNotAllowed", "The specified method is not allowed against this resource.", 405)
-    return AwsError("UnknownOperationException", "No operation matches this request.", 404)
-
-
 async def _read_body(receive: Any) -> bytes:
     parts: list[bytes] = []
     size = 0
@@ -341,7 +327,7 @@ async def _read_body(receive: Any) -> bytes:
 
 
 def _body_stream(request: HttpRequest, signed: sigv4.SignedRequest, signing_key: bytes,
-                 receive: Any) -> BodyStream:
+                 receive: Any, protocol: WireProtocol) -> BodyStream:
     """Wrap the body in the decoding and verification its x-amz-content-sha256 calls for."""
     from sagestack.aws import chunked
 
@@ -360,8 +346,7 @@ def _body_stream(request: HttpRequest, signed: sigv4.SignedRequest, signing_key:
 
         def finish() -> dict[str, str]:
             if digest.hexdigest() != declared:
-                raise sigv4.to_aws_error(
-                    sigv4.AuthFailure(sigv4.AuthFailureKind.PAYLOAD_HASH_MISMATCH, declared), "s3")
+                raise protocol.auth_error(sigv4.AuthFailure(sigv4.AuthFailureKind.PAYLOAD_HASH_MISMATCH, declared))
             return {}
 
         return BodyStream(receive, feed, finish, declared_length)

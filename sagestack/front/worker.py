@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from sagestack import services
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.aws.http1 import FrontServer
@@ -70,7 +71,7 @@ class FrontWorker:
         self.mirror = TableMirror(router)
         platform = Platform(settings=settings, db=db, account_id=config["account_id"], credentials=credentials,
                             parts={"endpoints": router})
-        gateway = Gateway(ServiceCatalog(), credentials, platform)
+        gateway = Gateway(ServiceCatalog(), credentials, platform, services.lookup)
         self.front = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
         self.front.attach(_ssl_context(config.get("tls")))
         self._tasks.append(asyncio.create_task(self._apply_tables()))

@@ -1,4 +1,8 @@
-"""Wire protocols, each a parser (request -> params) and serializer (result -> response).
+"""Wire protocols: one object per family, each a parser (request -> params) and serializer (result -> response).
 
-Everything is driven by botocore's shapes; no module here knows an operation by name.
+:class:`~sagestack.aws.protocols.base.WireProtocol` is what the gateway sees;
+:mod:`.json`, :mod:`.query`, :mod:`.rest` (rest-json), :mod:`.rest_xml` and
+:mod:`.s3` (S3's dialect of rest-xml) implement it, and the catalog picks one
+per route. Everything is driven by botocore's shapes; no module here knows an
+operation by name.
 """

@@ -10,6 +10,7 @@ from botocore.model import OperationModel, ServiceModel, Shape
 
 from sagestack.aws.errors import AwsError
 from sagestack.aws.http import HttpRequest, HttpResponse
+from sagestack.aws.protocols.base import NO_LABELS, WireProtocol
 from sagestack.aws.values import WireValueError, format_timestamp, parse_timestamp, serialization_error
 
 _INT_TYPES = ("integer", "long", "short", "byte")
@@ -17,24 +18,6 @@ _INT_TYPES = ("integer", "long", "short", "byte")
 
 def content_type(service: ServiceModel) -> str:
     return f"application/x-amz-json-{service.metadata.get('jsonVersion', '1.0')}"
-
-
-def operation_name(request: HttpRequest) -> str | None:
-    target = request.headers.get("x-amz-target", "")
-    return target.rpartition(".")[2] or None
-
-
-def parse(operation: OperationModel, request: HttpRequest) -> dict[str, Any]:
-    shape = operation.input_shape
-    if shape is None or not request.body.strip():
-        return {}
-    try:
-        document = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise serialization_error(f"Could not parse the request body as JSON: {exc}") from exc
-    if not isinstance(document, dict):
-        raise serialization_error("The request body must be a JSON object.")
-    return from_json(shape, document, "")
 
 
 def from_json(shape: Shape, value: Any, path: str) -> Any:
@@ -116,28 +99,56 @@ def to_json(shape: Shape, value: Any) -> Any:
     return value
 
 
-def serialize(operation: OperationModel, result: dict[str, Any] | None, request_id: str) -> HttpResponse:
-    shape = operation.output_shape
-    document = to_json(shape, result or {}) if shape is not None else {}
-    body = json.dumps(document, separators=(",", ":")).encode()
-    return HttpResponse(
-        200,
-        [("content-type", content_type(operation.service_model)), ("x-amzn-requestid", request_id)],
-        body,
-    )
+class JsonProtocol(WireProtocol):
+    name = "json"
+    auth_family = "json"
+
+    def find_operation(
+        self, service: ServiceModel, request: HttpRequest, form: dict[str, str] | None
+    ) -> tuple[str | None, dict[str, str]]:
+        target = request.headers.get("x-amz-target", "")
+        return target.rpartition(".")[2] or None, NO_LABELS
+
+    def parse(
+        self, operation: OperationModel, request: HttpRequest, form: dict[str, str] | None, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        shape = operation.input_shape
+        if shape is None or not request.body.strip():
+            return {}
+        try:
+            document = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise serialization_error(f"Could not parse the request body as JSON: {exc}") from exc
+        if not isinstance(document, dict):
+            raise serialization_error("The request body must be a JSON object.")
+        return from_json(shape, document, "")
+
+    def serialize(self, operation: OperationModel, result: dict[str, Any] | None, request_id: str) -> HttpResponse:
+        shape = operation.output_shape
+        document = to_json(shape, result or {}) if shape is not None else {}
+        body = json.dumps(document, separators=(",", ":")).encode()
+        return HttpResponse(
+            200,
+            [("content-type", content_type(operation.service_model)), ("x-amzn-requestid", request_id)],
+            body,
+        )
+
+    def serialize_error(
+        self, service: ServiceModel, error: AwsError, request_id: str, request: HttpRequest
+    ) -> HttpResponse:
+        document: dict[str, Any] = {"__type": error.code, "message": error.message}
+        document.update(error.extra)
+        headers = [
+            ("content-type", content_type(service)),
+            ("x-amzn-requestid", request_id),
+            ("x-amzn-errortype", error.code),
+        ]
+        if "awsQueryCompatible" in service.metadata:
+            # Clients that came from the query protocol read the code from this header.
+            fault = "Sender" if error.sender_fault else "Receiver"
+            headers.append(("x-amzn-query-error", f"{error.code};{fault}"))
+        headers.extend((name.lower(), value) for name, value in error.headers.items())
+        return HttpResponse(error.status, headers, json.dumps(document).encode())
 
 
-def serialize_error(service: ServiceModel, error: AwsError, request_id: str) -> HttpResponse:
-    document: dict[str, Any] = {"__type": error.code, "message": error.message}
-    document.update(error.extra)
-    headers = [
-        ("content-type", content_type(service)),
-        ("x-amzn-requestid", request_id),
-        ("x-amzn-errortype", error.code),
-    ]
-    if "awsQueryCompatible" in service.metadata:
-        # Clients that came from the query protocol read the code from this header.
-        fault = "Sender" if error.sender_fault else "Receiver"
-        headers.append(("x-amzn-query-error", f"{error.code};{fault}"))
-    headers.extend((name.lower(), value) for name, value in error.headers.items())
-    return HttpResponse(error.status, headers, json.dumps(document).encode())
+JSON = JsonProtocol()

@@ -1,43 +1,25 @@
-"""AWS query: form-encoded ``Action=...&Version=...`` requests, XML responses."""
+"""AWS query: form-encoded ``Action=...&Version=...`` requests, XML responses.
+
+A value that does not fit its member raises WireValueError: the gateway answers
+it with the service's own validation code (IAM's ValidationError, CloudWatch's
+InvalidParameterValue, ...).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from sagestack.aws.errors import AwsError
 from sagestack.aws.http import HttpRequest, HttpResponse
+from sagestack.aws.protocols.base import NO_LABELS, WireProtocol
 from sagestack.aws.protocols.xml import is_flattened, member_name, structure_body
 from sagestack.aws.values import WireValueError, text_to_scalar
 
 XML_CONTENT_TYPE = "text/xml"
-
-
-def form_params(request: HttpRequest) -> dict[str, str]:
-    """The flat parameter map: form body for POST, query string for GET."""
-    params = dict(parse_qsl(request.query_string, keep_blank_values=True))
-    if request.body:
-        try:
-            params.update(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError as exc:
-            raise AwsError("MalformedQueryString", "The request body is not UTF-8.", 400) from exc
-    return params
-
-
-def parse(operation: OperationModel, request: HttpRequest, flat: dict[str, str]) -> dict[str, Any]:
-    shape = operation.input_shape
-    if shape is None:
-        return {}
-    try:
-        return _read_structure(shape, flat, "")
-    except WireValueError as exc:
-        raise AwsError(_validation_code(operation.service_model), str(exc), 400) from exc
-
-
-def _validation_code(service: ServiceModel) -> str:
-    return "InvalidParameterValue" if service.service_name == "cloudwatch" else "ValidationError"
 
 
 def _read(shape: Shape, flat: dict[str, str], prefix: str) -> Any:
@@ -110,31 +92,61 @@ def _namespace(service: ServiceModel) -> str:
     return service.metadata.get("xmlNamespace", "")
 
 
-def serialize(operation: OperationModel, result: dict[str, Any] | None, request_id: str) -> HttpResponse:
-    name = operation.name
-    ns = _namespace(operation.service_model)
-    out = [f'<{name}Response xmlns="{ns}">']
-    shape = operation.output_shape
-    if shape is not None:
-        wrapper = shape.serialization.get("resultWrapper", f"{name}Result")
-        out.append(f"<{wrapper}>")
-        out.extend(structure_body(shape, result or {}))
-        out.append(f"</{wrapper}>")
-    out.append(f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{name}Response>")
-    body = "".join(out).encode()
-    return HttpResponse(200, [("content-type", XML_CONTENT_TYPE), ("x-amzn-requestid", request_id)], body)
+class QueryProtocol(WireProtocol):
+    """Also the form of requests no service claims: they are answered as the catalog's fallback route."""
+
+    name = "query"
+    auth_family = "query"
+    routed_by_form = True
+
+    def read_form(self, request: HttpRequest) -> dict[str, str]:
+        """The flat parameter map: form body for POST, query string for GET."""
+        params = dict(parse_qsl(request.query_string, keep_blank_values=True))
+        if request.body:
+            try:
+                params.update(parse_qsl(request.body.decode("utf-8"), keep_blank_values=True))
+            except UnicodeDecodeError as exc:
+                raise AwsError("MalformedQueryString", "The request body is not UTF-8.", 400) from exc
+        return params
+
+    def find_operation(
+        self, service: ServiceModel, request: HttpRequest, form: dict[str, str] | None
+    ) -> tuple[str | None, dict[str, str]]:
+        return (form or {}).get("Action"), NO_LABELS
+
+    def parse(
+        self, operation: OperationModel, request: HttpRequest, form: dict[str, str] | None, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        shape = operation.input_shape
+        return {} if shape is None else _read_structure(shape, form or {}, "")
+
+    def serialize(self, operation: OperationModel, result: dict[str, Any] | None, request_id: str) -> HttpResponse:
+        name = operation.name
+        ns = _namespace(operation.service_model)
+        out = [f'<{name}Response xmlns="{ns}">']
+        shape = operation.output_shape
+        if shape is not None:
+            wrapper = shape.serialization.get("resultWrapper", f"{name}Result")
+            out.append(f"<{wrapper}>")
+            out.extend(structure_body(shape, result or {}))
+            out.append(f"</{wrapper}>")
+        out.append(f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{name}Response>")
+        body = "".join(out).encode()
+        return HttpResponse(200, [("content-type", XML_CONTENT_TYPE), ("x-amzn-requestid", request_id)], body)
+
+    def serialize_error(
+        self, service: ServiceModel, error: AwsError, request_id: str, request: HttpRequest
+    ) -> HttpResponse:
+        fault = "Sender" if error.sender_fault else "Receiver"
+        extra = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in error.extra.items())
+        body = (
+            f'<ErrorResponse xmlns="{_namespace(service)}"><Error><Type>{fault}</Type>'
+            f"<Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message>{extra}</Error>"
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        ).encode()
+        headers = [("content-type", XML_CONTENT_TYPE), ("x-amzn-requestid", request_id)]
+        headers.extend((k.lower(), v) for k, v in error.headers.items())
+        return HttpResponse(error.status, headers, body)
 
 
-def serialize_error(service: ServiceModel, error: AwsError, request_id: str) -> HttpResponse:
-    from xml.sax.saxutils import escape
-
-    fault = "Sender" if error.sender_fault else "Receiver"
-    extra = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in error.extra.items())
-    body = (
-        f'<ErrorResponse xmlns="{_namespace(service)}"><Error><Type>{fault}</Type>'
-        f"<Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message>{extra}</Error>"
-        f"<RequestId>{request_id}</RequestId></ErrorResponse>"
-    ).encode()
-    headers = [("content-type", XML_CONTENT_TYPE), ("x-amzn-requestid", request_id)]
-    headers.extend((k.lower(), v) for k, v in error.headers.items())
-    return HttpResponse(error.status, headers, body)
+QUERY = QueryProtocol()

@@ -3,36 +3,34 @@
 An operation is found by matching the request against every ``requestUri``
 template of the service model; when several match (S3's PutObject, CopyObject
 and UploadPart share ``PUT /{Bucket}/{Key+}``), the most specific wins: literal
-query keys first, then required query and header members present.
+query keys first, then required query and header members present; of equally
+specific ones, an operation the model marks deprecated loses.
+
+:class:`RestProtocol` reads and writes what lives in the URI, query and headers;
+its subclasses the body documents (JSON here, XML in :mod:`.rest_xml`).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from abc import abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import unquote
-from xml.sax.saxutils import escape
 
 from botocore.model import OperationModel, ServiceModel, Shape
 
 from sagestack.aws.errors import AwsError
 from sagestack.aws.http import HttpRequest, HttpResponse
 from sagestack.aws.protocols import json as json_protocol
-from sagestack.aws.protocols import xml as xml_protocol
+from sagestack.aws.protocols.base import WireProtocol
 from sagestack.aws.values import WireValueError, scalar_to_text, text_to_scalar
 
-#: Root element names of rest-xml bodies, by output shape name, per service.
-#: (The model does not carry them; botocore ignores the root when parsing.)
-_XML_ROOTS: dict[str, tuple[str, dict[str, str]]] = {}
-
-
-def register_xml_roots(service_name: str, namespace: str, roots: dict[str, str]) -> None:
-    """Let a rest-xml service name the root elements of its response bodies."""
-    _XML_ROOTS[service_name] = (namespace, roots)
+#: Reserved result key: the HTTP status to answer with, when it is not the model's.
+STATUS_KEY = "__status__"
 
 
 # ---------------------------------------------------------------- routing
@@ -46,6 +44,8 @@ class _Route:
     literal_query: tuple[tuple[str, str | None], ...]
     required_query: tuple[str, ...]
     required_headers: tuple[str, ...]
+    #: Loses a tie to the operation that replaced it (S3's PutBucketLifecycle to PutBucketLifecycleConfiguration).
+    deprecated: bool = False
 
     def score(self) -> int:
         literal_segments = sum(1 for s in self.segments if not s.startswith("{"))
@@ -80,13 +80,14 @@ def _route_of(op: OperationModel) -> _Route:
         tuple(literal),
         tuple(required_query),
         tuple(required_headers),
+        bool(op.deprecated),
     )
 
 
 @lru_cache(maxsize=32)
 def _routes(service: ServiceModel) -> list[_Route]:
     routes = [_route_of(service.operation_model(name)) for name in service.operation_names]
-    return sorted(routes, key=lambda r: -r.score())
+    return sorted(routes, key=lambda r: (-r.score(), r.deprecated))
 
 
 @lru_cache(maxsize=32)
@@ -180,25 +181,146 @@ def _match_operation(service: ServiceModel, request: HttpRequest) -> tuple[str, 
     return None
 
 
-# ---------------------------------------------------------------- parsing
+# ---------------------------------------------------------------- the protocols
 
 
-def parse(
-    operation: OperationModel, request: HttpRequest, labels: dict[str, str], is_xml: bool
-) -> dict[str, Any]:
-    shape = operation.input_shape
-    if shape is None:
-        return {}
-    params: dict[str, Any] = {}
-    try:
+class RestProtocol(WireProtocol):
+    """Members in the URI, query and headers; the body document is the subclass's."""
+
+    def find_operation(
+        self, service: ServiceModel, request: HttpRequest, form: dict[str, str] | None
+    ) -> tuple[str | None, dict[str, str]]:
+        matched = match_operation(service, request)
+        if matched is None:
+            raise self.no_route_error()
+        return matched
+
+    def no_route_error(self) -> AwsError:
+        return AwsError("UnknownOperationException", "No operation matches this request.", 404)
+
+    def parse(
+        self, operation: OperationModel, request: HttpRequest, form: dict[str, str] | None, labels: dict[str, str]
+    ) -> dict[str, Any]:
+        shape = operation.input_shape
+        if shape is None:
+            return {}
+        params: dict[str, Any] = {}
         for located in _located_members(shape):
             value = _parse_located(located, request, labels)
             if value is not None:
                 params[located.name] = value
-        params.update(_parse_body(shape, request, is_xml))
-    except WireValueError as exc:
-        raise AwsError("InvalidArgument" if is_xml else "ValidationError", str(exc), 400) from exc
-    return params
+        params.update(self._parse_body(shape, request))
+        return params
+
+    def _parse_body(self, shape: Shape, request: HttpRequest) -> dict[str, Any]:
+        payload = shape.serialization.get("payload")
+        if payload:
+            member = shape.members[payload]
+            if member.type_name in ("blob", "string"):
+                if request.stream is not None:
+                    return {payload: request.stream}
+                body = request.body if member.type_name == "blob" else request.body.decode("utf-8", "replace")
+                return {payload: body}
+            if not request.body.strip():
+                return {}
+            return {payload: self.read_document(member, request.body)}
+        body_members = [n for n, m in shape.members.items() if "location" not in m.serialization]
+        if not body_members or not request.body.strip():
+            return {}
+        parsed: dict[str, Any] = self.read_document(shape, request.body)
+        return parsed
+
+    def serialize(self, operation: OperationModel, result: dict[str, Any] | None, request_id: str) -> HttpResponse:
+        result = result or {}
+        shape = operation.output_shape
+        headers = self.request_id_headers(request_id)
+        # The model's responseCode (S3's DELETEs answer 204); a handler may override it with
+        # STATUS_KEY for statuses the output shape cannot express (S3's 206 and 304).
+        status = int(result.get(STATUS_KEY) or operation.http.get("responseCode", 200))
+        if shape is None:
+            return HttpResponse(status, headers, b"")
+        for name, location, wire_name, member, plain in _output_members(shape):
+            value = result.get(name)
+            if value is None:
+                continue
+            if location == "statusCode":
+                status = int(value)
+            elif location == "header":
+                headers.append((wire_name, value if plain and isinstance(value, str) else _header_text(member, value)))
+            else:
+                headers.extend((wire_name + k.lower(), str(v)) for k, v in value.items())
+        return HttpResponse(status, headers, self._serialize_body(shape, result, headers))
+
+    def _serialize_body(
+        self, shape: Shape, result: dict[str, Any], headers: list[tuple[str, str]]
+    ) -> bytes | AsyncIterator[bytes]:
+        payload = shape.serialization.get("payload")
+        if payload:
+            member = shape.members[payload]
+            value = result.get(payload)
+            if value is None:
+                return b""
+            if member.type_name in ("blob", "string"):
+                return value.encode() if isinstance(value, str) else value
+            return self.write_payload(member, value, member.serialization.get("name", payload), headers)
+        body_members = {n for n, m in shape.members.items() if "location" not in m.serialization}
+        present = {n: result[n] for n in body_members if result.get(n) is not None}
+        return self.write_body(shape, present, headers)
+
+    @abstractmethod
+    def read_document(self, shape: Shape, body: bytes) -> Any:
+        """The value of ``shape`` in a request body document."""
+
+    @abstractmethod
+    def write_payload(self, member: Shape, value: Any, name: str, headers: list[tuple[str, str]]) -> bytes:
+        """The body of an output whose payload member is a structure (``name``: its wire name)."""
+
+    @abstractmethod
+    def write_body(self, shape: Shape, present: dict[str, Any], headers: list[tuple[str, str]]) -> bytes:
+        """The body of an output whose body members (those present) are the document."""
+
+    @abstractmethod
+    def request_id_headers(self, request_id: str) -> list[tuple[str, str]]:
+        """The response headers that carry the request id (a fresh list: the caller appends)."""
+
+
+class RestJsonProtocol(RestProtocol):
+    name = "rest-json"
+    auth_family = "rest-json"
+
+    def read_document(self, shape: Shape, body: bytes) -> Any:
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise WireValueError(f"Could not parse the request body as JSON: {exc}") from exc
+        return json_protocol.from_json(shape, document, "")
+
+    def write_payload(self, member: Shape, value: Any, name: str, headers: list[tuple[str, str]]) -> bytes:
+        return self.write_body(member, value, headers)
+
+    def write_body(self, shape: Shape, present: dict[str, Any], headers: list[tuple[str, str]]) -> bytes:
+        set_default(headers, "content-type", "application/json")
+        return json.dumps(json_protocol.to_json(shape, present)).encode()
+
+    def request_id_headers(self, request_id: str) -> list[tuple[str, str]]:
+        return [("x-amzn-requestid", request_id)]
+
+    def serialize_error(
+        self, service: ServiceModel, error: AwsError, request_id: str, request: HttpRequest
+    ) -> HttpResponse:
+        headers = self.request_id_headers(request_id)
+        headers.extend((k.lower(), v) for k, v in error.headers.items())
+        headers.append(("content-type", "application/json"))
+        headers.append(("x-amzn-errortype", error.code))
+        document: dict[str, Any] = {"message": error.message}
+        document.update(error.extra)
+        return HttpResponse(error.status, headers, json.dumps(document).encode())
+
+
+REST_JSON = RestJsonProtocol()
+
+
+# ---------------------------------------------------------------- members outside the body
 
 
 @dataclass(frozen=True)
@@ -259,65 +381,6 @@ def _parse_header(member: Shape, raw: str) -> Any:
     return text_to_scalar(raw, member.type_name, fmt)
 
 
-def _parse_body(shape: Shape, request: HttpRequest, is_xml: bool) -> dict[str, Any]:
-    payload = shape.serialization.get("payload")
-    if payload:
-        member = shape.members[payload]
-        if member.type_name in ("blob", "string"):
-            if request.stream is not None:
-                return {payload: request.stream}
-            body = request.body if member.type_name == "blob" else request.body.decode("utf-8", "replace")
-            return {payload: body}
-        if not request.body.strip():
-            return {}
-        return {payload: _parse_document(member, request.body, is_xml)}
-    body_members = [n for n, m in shape.members.items() if "location" not in m.serialization]
-    if not body_members or not request.body.strip():
-        return {}
-    return _parse_document(shape, request.body, is_xml)
-
-
-def _parse_document(shape: Shape, body: bytes, is_xml: bool) -> Any:
-    if is_xml:
-        return xml_protocol.read_element(shape, xml_protocol.parse_document(body))
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise WireValueError(f"Could not parse the request body as JSON: {exc}") from exc
-    return json_protocol.from_json(shape, document, "")
-
-
-# ---------------------------------------------------------------- serializing
-
-#: Reserved result key: the HTTP status to answer with, when it is not the model's.
-STATUS_KEY = "__status__"
-
-
-def serialize(
-    operation: OperationModel, result: dict[str, Any] | None, request_id: str, is_xml: bool
-) -> HttpResponse:
-    result = result or {}
-    shape = operation.output_shape
-    headers = _request_id_headers(request_id, is_xml)
-    # The model's responseCode (S3's DELETEs answer 204); a handler may override it with
-    # STATUS_KEY for statuses the output shape cannot express (S3's 206 and 304).
-    status = int(result.get(STATUS_KEY) or operation.http.get("responseCode", 200))
-    if shape is None:
-        return HttpResponse(status, headers, b"")
-    for name, location, wire_name, member, plain in _output_members(shape):
-        value = result.get(name)
-        if value is None:
-            continue
-        if location == "statusCode":
-            status = int(value)
-        elif location == "header":
-            headers.append((wire_name, value if plain and isinstance(value, str) else _header_text(member, value)))
-        else:
-            headers.extend((wire_name + k.lower(), str(v)) for k, v in value.items())
-    body = _serialize_body(operation.service_model, shape, result, is_xml, headers)
-    return HttpResponse(status, headers, body)
-
-
 @cache  # per output shape, once: every response of an operation walks the same members
 def _output_members(shape: Shape) -> tuple[tuple[str, str, str, Shape, bool], ...]:
     """(name, location, lower-case wire name, shape, sent as is) of the members outside the body."""
@@ -338,88 +401,6 @@ def _header_text(member: Shape, value: Any) -> str:
     return scalar_to_text(value, member.type_name, fmt)
 
 
-def _serialize_body(
-    service: ServiceModel, shape: Shape, result: dict[str, Any], is_xml: bool, headers: list[tuple[str, str]]
-) -> bytes | AsyncIterator[bytes]:
-    payload = shape.serialization.get("payload")
-    if payload:
-        member = shape.members[payload]
-        value = result.get(payload)
-        if value is None:
-            return b""
-        if member.type_name in ("blob", "string"):
-            return value.encode() if isinstance(value, str) else value
-        if is_xml:
-            return _xml_payload(member, value, member.serialization.get("name", payload), headers)
-        _set_default(headers, "content-type", "application/json")
-        return json.dumps(json_protocol.to_json(member, value)).encode()
-    body_members = {n for n, m in shape.members.items() if "location" not in m.serialization}
-    present = {n: result[n] for n in body_members if result.get(n) is not None}
-    if is_xml:
-        if not present and not _XML_ROOTS.get(service.service_name, ("", {}))[1].get(shape.name):
-            return b""
-        return _xml_root_body(service, shape, present, headers)
-    _set_default(headers, "content-type", "application/json")
-    return json.dumps(json_protocol.to_json(shape, present)).encode()
-
-
-def _xml_payload(member: Shape, value: Any, name: str, headers: list[tuple[str, str]]) -> bytes:
-    out: list[str] = ['<?xml version="1.0" encoding="UTF-8"?>\n']
-    ns = member.serialization.get("xmlNamespace", {}).get("uri")
-    xml_protocol.write_element(out, member, value, name, ns)
-    _set_default(headers, "content-type", "application/xml")
-    return "".join(out).encode()
-
-
-def _xml_root_body(
-    service: ServiceModel, shape: Shape, present: dict[str, Any], headers: list[tuple[str, str]]
-) -> bytes:
-    namespace, roots = _XML_ROOTS.get(service.service_name, ("", {}))
-    root = roots.get(shape.name, shape.name.removesuffix("Output").removesuffix("Result"))
-    ns = f' xmlns="{namespace}"' if namespace else ""
-    _set_default(headers, "content-type", "application/xml")
-    out = ['<?xml version="1.0" encoding="UTF-8"?>\n']
-    only = shape.members.get(root)
-    if only is not None and len(present) <= 1 and only.type_name not in ("structure", "list", "map"):
-        # The single member *is* the root (e.g. S3's <LocationConstraint>).
-        text = scalar_to_text(present[root], only.type_name) if root in present else ""
-        out.append(f"<{root}{ns}>{escape(text)}</{root}>")
-        return "".join(out).encode()
-    out.append(f"<{root}{ns}>")
-    out.extend(xml_protocol.structure_body(shape, present))
-    out.append(f"</{root}>")
-    return "".join(out).encode()
-
-
-def _set_default(headers: list[tuple[str, str]], name: str, value: str) -> None:
+def set_default(headers: list[tuple[str, str]], name: str, value: str) -> None:
     if not any(k == name for k, _ in headers):
         headers.append((name, value))
-
-
-def _request_id_headers(request_id: str, is_xml: bool) -> list[tuple[str, str]]:
-    if is_xml:
-        return [("x-amz-request-id", request_id), ("x-amz-id-2", request_id)]
-    return [("x-amzn-requestid", request_id)]
-
-
-def serialize_error(
-    service: ServiceModel, error: AwsError, request_id: str, is_xml: bool, is_head: bool
-) -> HttpResponse:
-    headers = _request_id_headers(request_id, is_xml)
-    headers.extend((k.lower(), v) for k, v in error.headers.items())
-    if is_xml:
-        headers.append(("content-type", "application/xml"))
-        if is_head:
-            return HttpResponse(error.status, headers, b"")
-        extra = "".join(f"<{k}>{escape(str(v))}</{k}>" for k, v in error.extra.items())
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{escape(error.code)}</Code><Message>{escape(error.message)}</Message>"
-            f"{extra}<RequestId>{request_id}</RequestId><HostId>{request_id}</HostId></Error>"
-        ).encode()
-        return HttpResponse(error.status, headers, body)
-    headers.append(("content-type", "application/json"))
-    headers.append(("x-amzn-errortype", error.code))
-    document: dict[str, Any] = {"message": error.message}
-    document.update(error.extra)
-    return HttpResponse(error.status, headers, json.dumps(document).encode())

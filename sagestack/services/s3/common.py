@@ -20,7 +20,6 @@ from sagestack.storage.api import DEFAULT_CONTENT_TYPE, ObjectInfo, ObjectMeta, 
 
 T = TypeVar("T")
 
-NAMESPACE = "http://s3.amazonaws.com/doc/2006-03-01/"
 STORAGE_CLASS = "STANDARD"
 MAX_PART_NUMBER = 10000
 

@@ -1,0 +1,45 @@
+"""What a handler knows about the request it serves: who, where, on which platform.
+
+Generic over the platform so this library names none: the handler layer above
+fixes ``P`` (its ``Platform``); the principal is the identity layer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sagestack.identity import Principal
+
+P = TypeVar("P")
+
+
+@dataclass
+class RequestContext(Generic[P]):
+    service: str
+    operation: str
+    region: str
+    request_id: str
+    #: The authenticated caller.
+    principal: Principal
+    platform: P
+    #: The caller's User-Agent (SDK identification for compatibility switches).
+    user_agent: str = ""
+    #: ``time.perf_counter()`` when the gateway took the request (for latency metrics such as OverheadLatency).
+    received: float = 0.0
+
+    @property
+    def account_id(self) -> str:
+        return self.principal.account_id
+
+    def arn(self, service: str, resource: str, region: str | None = None) -> str:
+        """An ARN in this installation's account, e.g. arn(\"sagemaker\", \"training-job/x\")."""
+        reg = self.region if region is None else region
+        return f"arn:aws:{service}:{reg}:{self.account_id}:{resource}"
+
+
+#: ``handler(ctx, params)``: returns the result dict (or an awaitable of it) in the output shape.
+Handler = Callable[[RequestContext[Any], dict[str, Any]], Any]
+#: Finds the handler of (service, operation name); None when the operation is not implemented.
+HandlerLookup = Callable[[str, str], Handler | None]
