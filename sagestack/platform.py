@@ -43,10 +43,15 @@ class TuningRunner(Protocol):
 
 
 class EndpointDeployer(Protocol):
-    """Deploys endpoints and routes their invocations (``control/endpoints.py``)."""
+    """Deploys endpoints (``control/endpoints.py``)."""
 
     def reconcile_soon(self, name: str) -> None: ...
     def delete(self, name: str) -> None: ...
+
+
+class InvocationRouter(Protocol):
+    """Forwards InvokeEndpoint to an instance (``control/routing.py``; in every front process)."""
+
     async def invoke(self, name: str, body: bytes, headers: dict[str, str], target_variant: str | None,
                      received: float | None = None) -> tuple[str, Any]: ...
 
@@ -70,8 +75,11 @@ class FrontSync(Protocol):
 
 
 class Platform:
-    """The parts of one running server. Members after ``storage`` are attached by ``server.py``."""
+    """The parts of one running server. The members below are attached by ``server.py`` (a front
+    worker's platform has only ``router``)."""
 
+    storage: ObjectStore
+    router: InvocationRouter
     training: TrainingRunner
     transform: TransformRunner
     tuning: TuningRunner
@@ -82,13 +90,11 @@ class Platform:
     #: The sagemaker-runtime endpoint's URL, known once its port is bound (before ``start``).
     runtime_url: str | None = None
 
-    def __init__(self, settings: Settings, db: Database, account_id: str, credentials: CredentialStore,
-                 storage: ObjectStore) -> None:
+    def __init__(self, settings: Settings, db: Database, account_id: str, credentials: CredentialStore) -> None:
         self.settings = settings
         self.db = db
         self.account_id = account_id
         self.credentials = credentials
-        self.storage = storage
         #: Parts with an event-loop life (``startup``/``shutdown``), in the order they were attached.
         self._running: list[Any] = []
 

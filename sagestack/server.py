@@ -52,16 +52,17 @@ def prepare(settings: Settings) -> Platform:
     services.load_all()
     for seed in services.seeders():
         seed(db)
-    platform = Platform(settings, db, account_id, CredentialStore(db, account_id),
-                        _object_store(settings, db, account_id))
+    platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
+    platform.storage = _object_store(settings, db, account_id)
     training = TrainingController(platform)
     ended = training.recover()
     if ended:
         log.warning("%d training job(s) interrupted by the last shutdown were ended", ended)
     platform.training = training
     platform.attach(training)
-    platform.endpoints = EndpointController(platform)
-    platform.attach(platform.endpoints)
+    endpoints = EndpointController(platform)
+    platform.endpoints, platform.router = endpoints, endpoints.router
+    platform.attach(endpoints)
     transform = TransformController(platform)
     transform.recover()
     platform.transform = transform

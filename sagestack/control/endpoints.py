@@ -343,10 +343,6 @@ class EndpointController:
         self._stop_instance(instance)
 
     # ------------------------------------------------------------ routing
-    async def invoke(self, name: str, body: bytes, headers: dict[str, str],
-                     target_variant: str | None, received: float | None = None) -> tuple[str, Any]:
-        return await self.router.invoke(name, body, headers, target_variant, received)
-
     @property
     def live(self) -> dict[str, Deployment]:
         return self.router.live

@@ -69,8 +69,8 @@ class FrontWorker:
         credentials = CredentialStore(db, config["account_id"])
         router = Router(db, config["account_id"], self.metrics)
         self.mirror = TableMirror(router)
-        platform = Platform(settings=settings, db=db, account_id=config["account_id"], credentials=credentials,
-                            parts={"endpoints": router})
+        platform = Platform(settings, db, config["account_id"], credentials)
+        platform.router = router
         gateway = Gateway(ServiceCatalog(), credentials, platform, services.lookup)
         self.front = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
         self.front.attach(_ssl_context(config.get("tls")))

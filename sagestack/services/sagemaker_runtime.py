@@ -34,7 +34,7 @@ async def invoke_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[s
                            ("InferenceId", "X-Amzn-SageMaker-Inference-Id")):
         if params.get(member):
             headers[header] = params[member]
-    variant, response = await ctx.platform.endpoints.invoke(name, body, headers, params.get("TargetVariant"),
+    variant, response = await ctx.platform.router.invoke(name, body, headers, params.get("TargetVariant"),
                                                                      received=ctx.received)
     if response.status >= 400:
         message = response.body.decode("utf-8", "replace").strip()

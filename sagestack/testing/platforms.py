@@ -20,8 +20,9 @@ def bare_platform(data_dir: Path, account_id: str = ACCOUNT_ID) -> Platform:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(settings.database_url)
     db.migrate()
-    return Platform(settings, db, account_id, CredentialStore(db, account_id),
-                    LocalObjectStore(db, settings.objects_dir))
+    platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
+    platform.storage = LocalObjectStore(db, settings.objects_dir)
+    return platform
 
 
 def admin_principal(account_id: str = ACCOUNT_ID) -> Principal:
