@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from sagestack.arns import iam_arn, resource_arn
 from sagestack.db import Database
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import AccessKey, IamRole, IamUser, Installation, SessionCredential
@@ -113,7 +114,7 @@ class CredentialStore:
     def user_principal(self, user: IamUser, access_key_id: str) -> Principal:
         return Principal(
             account_id=self.account_id,
-            arn=f"arn:aws:iam::{self.account_id}:user{user.path}{user.name}",
+            arn=iam_arn(self.account_id, "user", user.path, user.name),
             user_id=user.user_id,
             access_key_id=access_key_id,
             kind="user",
@@ -125,7 +126,7 @@ class CredentialStore:
                                access_key_id: str) -> Principal:
         return Principal(
             account_id=self.account_id,
-            arn=f"arn:aws:sts::{self.account_id}:assumed-role/{role_name}/{session_name}",
+            arn=resource_arn("sts", "", self.account_id, f"assumed-role/{role_name}/{session_name}"),
             user_id=f"{role_id}:{session_name}",
             access_key_id=access_key_id,
             kind="assumed-role",

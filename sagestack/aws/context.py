@@ -33,10 +33,6 @@ class RequestContext(Generic[P]):
     def account_id(self) -> str:
         return self.principal.account_id
 
-    def arn(self, service: str, resource: str, region: str | None = None) -> str:
-        """An ARN in this installation's account, e.g. arn(\"sagemaker\", \"training-job/x\")."""
-        reg = self.region if region is None else region
-        return f"arn:aws:{service}:{reg}:{self.account_id}:{resource}"
 
 
 #: ``handler(ctx, params)``: returns the result dict (or an awaitable of it) in the output shape.

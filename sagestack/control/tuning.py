@@ -28,12 +28,12 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagestack.arns import arn_region
 from sagestack.aws.errors import AwsError
 from sagestack.control.training import TrainingController
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.db.models.tuning import TuningJob, TuningTrial
-from sagestack.logic.arns import arn_region
 from sagestack.logic.sagemaker.statuses import ACTIVE
 from sagestack.logic.sagemaker.training import create_training_job, request_stop
 from sagestack.logic.sagemaker.tuning import (

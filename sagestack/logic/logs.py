@@ -14,11 +14,11 @@ from typing import Any
 from sqlalchemy import and_, delete, func, insert, or_, select
 from sqlalchemy.orm import Session
 
+from sagestack.arns import resource_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.logs import LogEvent, LogGroup, LogStream
 from sagestack.logic import tags
-from sagestack.logic.arns import resource_arn
 
 DAY_MS = 86_400_000
 MAX_TAGS = 50

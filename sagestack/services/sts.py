@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import delete
 
+from sagestack.arns import iam_arn, resource_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.identity import random_id, random_secret
-from sagestack.logic.arns import iam_arn, resource_arn
 from sagestack.services import RequestContext, operation
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sagestack.arns import iam_arn
 from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, Principal
@@ -26,5 +27,5 @@ def bare_platform(data_dir: Path, account_id: str = ACCOUNT_ID) -> Platform:
 
 
 def admin_principal(account_id: str = ACCOUNT_ID) -> Principal:
-    return Principal(account_id, f"arn:aws:iam::{account_id}:user/admin", "AIDATEST", "AKIATEST", "user", "admin",
+    return Principal(account_id, iam_arn(account_id, "user", "/", "admin"), "AIDATEST", "AKIATEST", "user", "admin",
                      is_admin=True)

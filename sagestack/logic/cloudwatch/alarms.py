@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sagestack.arns import resource_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.metrics import AlarmHistory, MetricAlarm
 from sagestack.logic import tags
-from sagestack.logic.arns import resource_arn
 from sagestack.logic.cloudwatch.metrics import (
     STANDARD_STATISTICS,
     buckets,

@@ -11,12 +11,12 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sagestack.algorithms.catalog import resolve_image
+from sagestack.arns import sagemaker_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.logic import tags
-from sagestack.logic.arns import sagemaker_arn
 
 KIND = "training-job"
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Literal
 
-from sagestack.logic.arns import resource_arn
+from sagestack.arns import resource_arn
 
 PolicyKind = Literal["identity", "trust", "resource"]
 Decision = Literal["allowed", "explicitDeny", "implicitDeny"]

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+from sagestack.arns import resource_arn
 from sagestack.aws.errors import AwsError
 from sagestack.logic import tags as tag_store
-from sagestack.logic.arns import resource_arn
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.s3.common import check_expected_owner, check_version_id, store

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sagestack.arns import sagemaker_arn
 from sagestack.aws.errors import AwsError
-from sagestack.logic.arns import sagemaker_arn
 from sagestack.services import RequestContext
 from sagestack.services.pagination import decode_offset, encode_token
 

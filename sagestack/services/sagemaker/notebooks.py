@@ -9,11 +9,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagestack.arns import iam_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
-from sagestack.logic.arns import iam_arn
 from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.platform import NotebookRunner
 from sagestack.services import RequestContext, operation

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from sagestack.arns import arn_account, arn_region, sagemaker_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
-from sagestack.logic.arns import arn_account, arn_region, sagemaker_arn
 from sagestack.logic.sagemaker.statuses import TERMINAL
 from sagestack.logic.sagemaker.training import create_training_job as create_job
 from sagestack.logic.sagemaker.training import initial_rule_statuses, request_stop
