@@ -28,16 +28,10 @@ import xgboost as xgb
 
 from sagestack.algorithms.xgboost import recordio
 from sagestack.serving import model_server
-from sagestack.serving.xgboost_handler import (
-    DMatrixPredictor,
-    ModelLoadError,
-    NativePredictor,
-    ServingSettings,
-    SparseRows,
-    XGBoostHandler,
-    load_booster,
-    load_model,
-)
+from sagestack.serving.model import ModelLoadError, load_booster, load_model
+from sagestack.serving.predictors import DMatrixPredictor, NativePredictor
+from sagestack.serving.rows import SparseRows
+from sagestack.serving.xgboost_handler import ServingSettings, XGBoostHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 FEATURES = 8
@@ -171,7 +165,7 @@ def test_csv_other_delimiters_and_crlf(models: dict[str, Path]) -> None:
 def test_csv_json_fast_path_reads_exactly_what_numpy_reads(body: bytes) -> None:
     import io
 
-    from sagestack.serving.xgboost_handler import _decode_as_json, decode_csv
+    from sagestack.serving.decoding import _decode_as_json, decode_csv
 
     expected = np.loadtxt(io.StringIO(body.decode()), delimiter=",", dtype=np.float32, ndmin=2, comments=None)
     fast = _decode_as_json(body)
@@ -183,7 +177,7 @@ def test_csv_json_fast_path_reads_exactly_what_numpy_reads(body: bytes) -> None:
 def test_csv_json_fast_path_matches_numpy_on_random_values() -> None:
     import io
 
-    from sagestack.serving.xgboost_handler import _decode_as_json
+    from sagestack.serving.decoding import _decode_as_json
 
     rng = np.random.default_rng(5)
     values = rng.standard_normal((40, 50)) * 10.0 ** rng.integers(-40, 40, (40, 50))
@@ -193,7 +187,7 @@ def test_csv_json_fast_path_matches_numpy_on_random_values() -> None:
 
 
 def test_csv_large_bodies_read_by_arrow_equal_the_containers_algorithm() -> None:
-    from sagestack.serving.xgboost_handler import _decode_csv_slowly, decode_csv
+    from sagestack.serving.decoding import _decode_csv_slowly, decode_csv
 
     rng = np.random.default_rng(4)
     values = rng.standard_normal((12000, 12)).astype(np.float32)
@@ -206,7 +200,7 @@ def test_csv_large_bodies_read_by_arrow_equal_the_containers_algorithm() -> None
 
 
 def test_csv_scores_print_as_python_repr() -> None:
-    from sagestack.serving.xgboost_handler import _csv_scores
+    from sagestack.serving.encoding import csv_scores as _csv_scores
 
     rng = np.random.default_rng(3)
     preds = np.concatenate([
@@ -217,7 +211,7 @@ def test_csv_scores_print_as_python_repr() -> None:
 
 
 def test_csv_ragged_or_blank_rows_leave_the_json_fast_path() -> None:
-    from sagestack.serving.xgboost_handler import _decode_as_json
+    from sagestack.serving.decoding import _decode_as_json
 
     assert _decode_as_json(b"1,2,3\n4,5") is None
     assert _decode_as_json(b"1,2,3\n\n4,5,6") is None
