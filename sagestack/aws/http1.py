@@ -152,7 +152,7 @@ class _Connection(Http1Connection):
         super().__init__(front)
 
     def _begin(self) -> None:
-        super()._begin()
+        Http1Connection._begin(self)  # not super(): this runs per request, and super() costs ~0.1 us more
         self.headers: dict[str, str] = {}
 
     def idle(self) -> bool:
@@ -189,7 +189,7 @@ class _Connection(Http1Connection):
         length = self.headers.get("content-length", "")
         self.declared_length = int(length) if length.isdigit() else -1
         self.expect_continue = self.headers.get("expect", "").lower() == "100-continue"
-        super().on_headers_complete()
+        Http1Connection.on_headers_complete(self)
 
     def request_complete(self, body: bytes) -> None:
         path, _, query = self.url.decode("latin-1").partition("?")

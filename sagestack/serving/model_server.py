@@ -135,7 +135,7 @@ class HttpConnection(Http1Connection):
         super().__init__(server)
 
     def _begin(self) -> None:
-        super()._begin()
+        Http1Connection._begin(self)  # not super(): this runs per request, and super() costs ~0.1 us more
         self.content_type: str | None = None
         self.accept: str | None = None
 
