@@ -46,6 +46,7 @@ _ACCEPTED_LIST = (
     "application/x-parquet, application/x-recordio-protobuf, application/json, application/jsonlines"
 )
 
+
 class RequestError(Exception):
     """A failure that becomes a non-2xx response with ``str(self)`` as the body."""
 

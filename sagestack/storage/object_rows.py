@@ -32,7 +32,6 @@ _HEADER_FIELDS = (
 )
 
 
-
 def now_seconds() -> Any:
     # S3 reports Last-Modified to the second; storing it truncated keeps
     # If-Modified-Since comparisons consistent with what clients were shown.

@@ -52,7 +52,6 @@ def write_model_dir(root: Path, name: str, booster: xgb.Booster, fmt: str = "ubj
     return directory
 
 
-
 def train_models(root: Path) -> dict[str, Path]:
     """One model directory per objective and format the tests need."""
     return {

@@ -65,7 +65,6 @@ def parse_content_type(value: str | None) -> str:
     return fmt
 
 
-
 # ---------------------------------------------------------------- files
 
 
@@ -106,7 +105,6 @@ def read_channel(
         return None
     data.fmt, data.root = fmt, channel_dir
     return data
-
 
 
 # ---------------------------------------------------------------- labels

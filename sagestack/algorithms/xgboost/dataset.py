@@ -95,7 +95,6 @@ def _nth_record_line(path: Path, index: int, fmt: str) -> int | None:
     return None
 
 
-
 def format_error(fmt: str, path: Path, root: Path, line_no: int, line: str, detail: str = "") -> UserError:
     """SageMaker's wording (``First line '...' of file '...' is not 'CSV' format``), for any line."""
     title = _FORMAT_TITLE[fmt]
@@ -112,7 +111,6 @@ def load_error(fmt: str, path: Path, root: Path, exc: BaseException) -> UserErro
     return UserError(
         f"Failed to load {fmt} data with exception:\nfile '{display_name(path, root)}': {exc}"
     )
-
 
 
 def check_finite(data: DataSet, column: np.ndarray | None, what: str) -> None:

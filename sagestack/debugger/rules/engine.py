@@ -41,7 +41,6 @@ class RuleConfigError(ValueError):
     """A rule parameter that does not parse."""
 
 
-
 # ------------------------------------------------------------------ results
 
 
@@ -156,6 +155,7 @@ class RuleSpec:
     fn: Callable[[dict[str, Any], JobData], Check] | None = None
     windowed: bool = False  # profiler rule replayed scan window by scan window
     needs_gpu: bool = False
+
 
 #: A rule family's rules by name; the catalogue (:mod:`sagestack.debugger.rules`) merges the families.
 Registry = dict[str, RuleSpec]

@@ -230,7 +230,6 @@ def max_initialization_time(p: dict[str, Any], data: JobData) -> Check:
                  evaluated=waited > limit)
 
 
-
 # ------------------------------------------------------------------ profiler rules: framework metrics
 
 
