@@ -33,8 +33,6 @@ from sagestack.debugger.reports.layout import (
 from sagestack.debugger.rules.engine import ERROR, IN_PROGRESS, ISSUES, NO_ISSUES, RuleResult
 from sagestack.debugger.rules.profiling import system_usage
 
-# ------------------------------------------------------------------ profiler report
-
 
 def write_profiler_report(path: Path, data: JobData, results: Sequence[RuleResult]) -> Path:
     """Write ``profiler-report.html`` for the job."""

@@ -142,6 +142,7 @@ def parse_params(spec: RuleSpec, raw: Mapping[str, Any] | None) -> dict[str, Any
     raw = raw or {}
     return {p.name: _parse(p, raw[p.name]) if p.name in raw else p.default for p in spec.params}
 
+
 # ------------------------------------------------------------------ registry
 
 
