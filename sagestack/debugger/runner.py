@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from sagestack.debugger.data import JobData, JobPaths
-from sagestack.debugger.reports import write_profiler_report, write_xgboost_report
+from sagestack.debugger.reports.profiler_report import write_profiler_report
+from sagestack.debugger.reports.xgboost_report import write_xgboost_report
 from sagestack.debugger.rules import (
     ERROR,
     IN_PROGRESS,

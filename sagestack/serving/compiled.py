@@ -30,21 +30,19 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from sagestack.serving.predictors import Predictor, close_predictions, probe_rows
 
 if TYPE_CHECKING:
     import xgboost as xgb
 
-    from sagestack.serving.xgboost_handler import LoadedModel, SparseRows
+    from sagestack.serving.model import LoadedModel
+    from sagestack.serving.rows import SparseRows
 
 _MISSING = np.int32(-1)  # the generated code's "missing" marker in its union Entry
-
-
-class Predictor(Protocol):
-    def dense(self, rows: np.ndarray) -> np.ndarray: ...
-    def sparse(self, rows: SparseRows) -> np.ndarray: ...
 
 
 class CompiledPredictor:
@@ -132,8 +130,6 @@ def compile_booster(booster: xgb.Booster, cache_dir: Path) -> Path:
 
 def compile_model(model: LoadedModel, cache_dir: Path, log: Callable[[str], None]) -> bool:
     """Swap compiled predictors into ``model`` where each reproduces the native one; True if all did."""
-    from sagestack.serving.xgboost_handler import close_predictions, probe_rows
-
     started = time.monotonic()
     upgraded = list(model.predictors)
     for index, (booster, native) in enumerate(zip(model.boosters, model.predictors, strict=True)):

@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from sagestack.httpcore import Http1Connection, Http1Server
 from sagestack.malloc import keep_freed_memory
-from sagestack.sockets import set_no_delay
 
 if TYPE_CHECKING:
     from sagestack.serving.xgboost_handler import XGBoostHandler
@@ -71,7 +71,6 @@ _REASONS = {
     500: "Internal Server Error",
 }
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {reason}\r\n".encode() for code, reason in _REASONS.items()}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PING_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 _TEXT = "text/plain; charset=utf-8"
 
@@ -82,15 +81,13 @@ def log(message: str) -> None:
     sys.stdout.flush()
 
 
-class ModelServer:
+class ModelServer(Http1Server):
     """Shared state of all connections: the handler, limits and the request watchdog."""
 
     def __init__(self, handler: XGBoostHandler, max_body: int, timeout: float, idle_timeout: float) -> None:
+        super().__init__(max_body, idle_timeout)
         self.handler = handler
-        self.max_body = max_body
         self.timeout = timeout
-        self.idle_timeout = idle_timeout
-        self.connections: set[HttpConnection] = set()
         #: time.monotonic() when the request being handled started, 0.0 when idle (read by the watchdog).
         self.busy_since = 0.0
 
@@ -126,47 +123,23 @@ class ModelServer:
                 )
                 os._exit(TIMEOUT_EXIT_CODE)
 
-    def sweep_idle(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close keep-alive connections that saw no bytes for one to two idle periods."""
-        for conn in list(self.connections):
-            if not conn.seen:
-                conn.close()
-            conn.seen = False
-        loop.call_later(self.idle_timeout, self.sweep_idle, loop)
 
+class HttpConnection(Http1Connection):
+    """One client connection: ``ModelServer.respond`` answers synchronously, keep-alive by default."""
 
-class HttpConnection(asyncio.Protocol):
-    """One client connection: httptools parses, ``ModelServer.respond`` answers, keep-alive by default."""
+    server: ModelServer
 
     def __init__(self, server: ModelServer) -> None:
-        self.server = server
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.seen = True
         #: Answers waiting to be written at the end of the current ``data_received``.
         self.batch: list[bytes] | None = None
-        self._begin()
+        super().__init__(server)
 
     def _begin(self) -> None:
-        self.url = b""
+        Http1Connection._begin(self)  # not super(): this runs per request, and super() costs ~0.1 us more
         self.content_type: str | None = None
         self.accept: str | None = None
-        self.declared_length = -1
-        self.expect_continue = False
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.rejected = False
 
     # ----------------------------------------------------------------- transport events
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
-        set_no_delay(transport)
-        self.server.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
-        self.transport = None
 
     def data_received(self, data: bytes) -> None:
         self.seen = True
@@ -175,7 +148,7 @@ class HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if self.transport is not None and not self.rejected:
+            if self.transport is not None and not self.too_large:
                 self._send(400, f"Bad Request: {exc}".encode(), _TEXT, close=True)
         except Exception as exc:  # an upgrade request or a bug in a callback: never leave the peer hanging
             if self.transport is not None:
@@ -189,7 +162,7 @@ class HttpConnection(asyncio.Protocol):
         if batch and self.transport is not None:
             self.transport.writelines(batch)
 
-    def _write(self, data: bytes) -> None:
+    def send(self, data: bytes) -> None:
         if self.batch is not None:
             self.batch.append(data)
         elif self.transport is not None:
@@ -198,16 +171,9 @@ class HttpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self._flush()
-            self.transport.close()
-            self.transport = None
+        super().close()
 
     # ----------------------------------------------------------------- parser callbacks
-
-    def on_message_begin(self) -> None:
-        self._begin()
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -220,33 +186,13 @@ class HttpConnection(asyncio.Protocol):
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_continue = True
 
-    def on_headers_complete(self) -> None:
-        if self.declared_length > self.server.max_body:
-            self._reject_too_large()
-        elif self.expect_continue and self.transport is not None:
-            self._write(_CONTINUE)
-
-    def on_body(self, body: bytes) -> None:
-        if self.rejected:
-            return
-        self.size += len(body)
-        if self.size > self.server.max_body:  # chunked bodies announce no length
-            self._reject_too_large()
-        else:
-            self.parts.append(body)
-
-    def on_message_complete(self) -> None:
-        if self.rejected:
-            self.close()  # the 413 is out and the rest of the body has been read and dropped
-            return
+    def request_complete(self, body: bytes) -> None:
         if self.transport is None:
             return
-        parts = self.parts
-        body = parts[0] if len(parts) == 1 else b"".join(parts)
         method = self.parser.get_method()
         path = self.url.split(b"?", 1)[0]
         if path == b"/ping" and method == b"GET" and self.parser.should_keep_alive():
-            self._write(_PING_OK)  # the health check is frequent: skip the general path
+            self.send(_PING_OK)  # the health check is frequent: skip the general path
             return
         status, payload, content_type = self.server.respond(
             method, path, body, self.content_type, self.accept
@@ -258,15 +204,15 @@ class HttpConnection(asyncio.Protocol):
             status, payload, content_type, close=not self.parser.should_keep_alive(), head=method == b"HEAD"
         )
 
+    def rejected_body_read(self) -> None:
+        self.close()  # the 413 is out and the rest of the body has been read and dropped
+
     # ----------------------------------------------------------------- responses
 
-    def _reject_too_large(self) -> None:
+    def reject_too_large(self) -> None:
         limit = self.server.max_body
-        self.rejected = True
         method, url = self.parser.get_method().decode(), self.url.decode("latin-1")
         log(f"{method} {url} 413: body larger than {limit} bytes")
-        # Answer now but close only once the body is read (and dropped): closing a socket with unread
-        # bytes sends a reset, which can destroy the answer before the client reads it.
         self._send(413, f"Request body larger than {limit} bytes".encode(), _TEXT, close=False, last=True)
 
     def _send(
@@ -290,13 +236,13 @@ class HttpConnection(asyncio.Protocol):
             head_lines.append(b"Connection: close\r\n")
         head_lines.append(b"\r\n")
         if head or status == 204:
-            self._write(b"".join(head_lines))
+            self.send(b"".join(head_lines))
         elif len(body) < 65536:
             head_lines.append(body)
-            self._write(b"".join(head_lines))  # one piece: one segment for small responses
+            self.send(b"".join(head_lines))  # one piece: one segment for small responses
         else:
-            self._write(b"".join(head_lines))
-            self._write(body)  # no copy of a large body
+            self.send(b"".join(head_lines))
+            self.send(body)  # no copy of a large body
         if close:
             self.close()
 
@@ -357,8 +303,7 @@ async def serve(server: ModelServer, host: str, port: int, on_ready: Callable[[i
     # Requests are handled synchronously, so none is half-done here: stop listening, close, go.
     for each in listeners:
         each.close()
-    for conn in list(server.connections):
-        conn.close()
+    server.close_connections()
     for each in listeners:
         await each.wait_closed()
     if unix_socket:

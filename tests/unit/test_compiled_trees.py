@@ -10,7 +10,8 @@ import pytest
 import xgboost as xgb
 
 from sagestack.serving import compiled
-from sagestack.serving.xgboost_handler import DMatrixPredictor, XGBoostHandler
+from sagestack.serving.predictors import DMatrixPredictor
+from sagestack.serving.xgboost_handler import XGBoostHandler
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="compiling trees needs gcc")
 FEATURES = 12

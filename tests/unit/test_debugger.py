@@ -242,6 +242,21 @@ def test_gpu_rules_without_gpu_and_bad_configurations(healthy_job: Path) -> None
             "OverallSystemUsage"} <= set(RULES)
 
 
+def test_gpu_rules_say_not_applicable_in_the_report(healthy_job: Path) -> None:
+    data = JobData(healthy_job)
+    gpu = evaluate("LowGPUUtilization", {}, data)
+    assert gpu.status == NO_ISSUES and not gpu.applicable and "not applicable" in gpu.status_details
+    assert gpu.report_json()["Applicable"] is False
+    assert evaluate("StepOutlier", {}, data).applicable
+    run_rules(healthy_job, [], rule_configs("ProfilerReport"), final=True, job_name="healthy")
+    out = healthy_job / "rule-output" / "ProfilerReport" / "profiler-output"
+    page = (out / "profiler-report.html").read_text()
+    card = re.search(r"<h4>LowGPUUtilization (<span[^>]*>[^<]*</span>)</h4>", page)
+    assert card is not None and card.group(1) == '<span class="badge na">Not applicable</span>'
+    assert "No GPU on this platform: not applicable" in page
+    assert json.loads((out / "profiler-reports" / "GPUMemoryIncrease.json").read_text())["Applicable"] is False
+
+
 def write_system(profiler: Path, rows: list[tuple[float, str, str, str, float]]) -> None:
     path = system_file_path(profiler, int(rows[0][0] // 60 * 60), "algo-1")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,24 +1,16 @@
-"""The XGBoost model server: request handling (in-process) and the real process over HTTP/1.1.
+"""The XGBoost model server's request handling, in-process: decoding, predictions, encodings, errors, loading.
 
 Reference numbers always come from ``Booster.predict(xgb.DMatrix(X))`` on the
-same booster, which is what SageMaker's container computes.
+same booster, which is what SageMaker's container computes. The process over
+HTTP/1.1 is tested in ``test_model_server.py``.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import pickle
-import queue
-import re
-import signal
-import socket
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,89 +20,28 @@ import xgboost as xgb
 
 from sagestack.algorithms.xgboost import recordio
 from sagestack.serving import model_server
-from sagestack.serving.xgboost_handler import (
-    DMatrixPredictor,
-    ModelLoadError,
-    NativePredictor,
-    ServingSettings,
-    SparseRows,
-    XGBoostHandler,
-    load_booster,
-    load_model,
+from sagestack.serving.model import ModelLoadError, load_model
+from sagestack.serving.predictors import DMatrixPredictor, NativePredictor
+from sagestack.serving.rows import SparseRows
+from sagestack.serving.xgboost_handler import ServingSettings, XGBoostHandler
+from tests.unit.serving_support import (
+    FEATURES,
+    booster_of,
+    csv_of,
+    float_rows,
+    make_handler,
+    reference_scores,
+    train_booster,
+    train_models,
+    training_data,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
-FEATURES = 8
 SUPPORTED = "['application/json', 'application/jsonlines', 'application/x-recordio-protobuf', 'text/csv']"
-
-
-# --------------------------------------------------------------------------- models
-
-
-def _data(rows: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(rows, FEATURES)).astype(np.float32)
-    x[rng.random(x.shape) < 0.05] = np.nan  # trees learn default directions for missing values
-    return x, np.nan_to_num(x[:, 0]) + 0.5 * np.nan_to_num(x[:, 1])
-
-
-def _train(objective: str, rounds: int = 12, **params: object) -> xgb.Booster:
-    x, signal_ = _data()
-    if objective.startswith("multi:"):
-        label = np.digitize(signal_, [-1.0, 0.0, 1.0]).astype(np.float32)
-        params.setdefault("num_class", 4)
-    elif objective.startswith(("binary:", "reg:logistic")):
-        label = (signal_ > 0).astype(np.float32)
-    else:
-        label = np.abs(signal_ + 3.0).astype(np.float32)  # count:poisson needs labels >= 0
-    params = {"objective": objective, "max_depth": 3, "eta": 0.3, "nthread": 1, **params}
-    return xgb.train(params, xgb.DMatrix(x, label), num_boost_round=rounds)
-
-
-def _model_dir(root: Path, name: str, booster: xgb.Booster, fmt: str = "ubj") -> Path:
-    directory = root / name
-    directory.mkdir()
-    target = directory / "xgboost-model"
-    if fmt == "pickle":
-        target.write_bytes(pickle.dumps(booster, protocol=4))
-    else:
-        target.write_bytes(bytes(booster.save_raw(fmt)))
-    return directory
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "binary": _model_dir(root, "binary", _train("binary:logistic")),
-        "softprob": _model_dir(root, "softprob", _train("multi:softprob")),
-        "softmax": _model_dir(root, "softmax", _train("multi:softmax")),
-        "logitraw": _model_dir(root, "logitraw", _train("binary:logitraw")),
-        "regression": _model_dir(root, "regression", _train("reg:squarederror")),
-        "poisson": _model_dir(root, "poisson", _train("count:poisson")),
-        "binary_json": _model_dir(root, "binary_json", _train("binary:logistic"), fmt="json"),
-        "binary_pickle": _model_dir(root, "binary_pickle", _train("binary:logistic"), fmt="pickle"),
-    }
-
-
-def _handler(model_dir: Path, **env: str) -> XGBoostHandler:
-    return XGBoostHandler.from_model_dir(model_dir, env=env, log=lambda _m: None)
-
-
-def _booster(model_dir: Path) -> xgb.Booster:
-    return load_booster(model_dir / "xgboost-model")[0]  # pickles too
-
-
-def _reference(model_dir: Path, x: np.ndarray | scipy.sparse.csr_matrix) -> np.ndarray:
-    return _booster(model_dir).predict(xgb.DMatrix(x))
-
-
-def _csv(x: np.ndarray) -> bytes:
-    return "\n".join(",".join("" if math.isnan(v) else repr(float(v)) for v in row) for row in x).encode()
-
-
-def _floats(body: bytes) -> np.ndarray:
-    return np.array([[float(v) for v in line.split(",")] for line in body.decode().splitlines()])
+    return train_models(tmp_path_factory.mktemp("models"))
 
 
 # --------------------------------------------------------------------------- numbers
@@ -118,20 +49,20 @@ def _floats(body: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize("name", ["binary", "softprob", "softmax", "binary_json", "binary_pickle"])
 def test_csv_predictions_equal_booster_predict(models: dict[str, Path], name: str) -> None:
-    x, _ = _data(rows=50, seed=3)
-    handler = _handler(models[name])
-    reference = _reference(models[name], x).reshape(len(x), -1)
-    single = handler.invoke(_csv(x[:1]), "text/csv", "text/csv")
-    batch = handler.invoke(_csv(x), "text/csv", "text/csv")
+    x, _ = training_data(rows=50, seed=3)
+    handler = make_handler(models[name])
+    reference = reference_scores(models[name], x).reshape(len(x), -1)
+    single = handler.invoke(csv_of(x[:1]), "text/csv", "text/csv")
+    batch = handler.invoke(csv_of(x), "text/csv", "text/csv")
     assert single.status == batch.status == 200
-    np.testing.assert_allclose(_floats(single.body), reference[:1], atol=1e-6, rtol=0)
-    np.testing.assert_allclose(_floats(batch.body), reference, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(float_rows(single.body), reference[:1], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(float_rows(batch.body), reference, atol=1e-6, rtol=0)
 
 
 def test_native_predictor_matches_dmatrix_predictor(models: dict[str, Path]) -> None:
-    x, _ = _data(rows=200, seed=5)
+    x, _ = training_data(rows=200, seed=5)
     for name in ("binary", "softprob"):
-        booster = _booster(models[name])
+        booster = booster_of(models[name])
         native, slow = NativePredictor(booster), DMatrixPredictor(booster)
         np.testing.assert_allclose(native.dense(x), slow.dense(x), atol=1e-6, rtol=0)
         matrix = scipy.sparse.csr_matrix(np.nan_to_num(x, nan=0.0))
@@ -143,23 +74,23 @@ def test_native_predictor_matches_dmatrix_predictor(models: dict[str, Path]) -> 
 
 
 def test_csv_empty_fields_are_missing_values(models: dict[str, Path]) -> None:
-    x, _ = _data(rows=4, seed=9)
+    x, _ = training_data(rows=4, seed=9)
     x[0, 3] = x[2, 0] = x[3, FEATURES - 1] = np.nan
-    body = _csv(x)
+    body = csv_of(x)
     assert b",," in body and body.split(b"\n")[3].endswith(b",")
-    got = _floats(_handler(models["binary"]).invoke(body, "text/csv", None).body).ravel()
-    np.testing.assert_allclose(got, _reference(models["binary"], x), atol=1e-6, rtol=0)
+    got = float_rows(make_handler(models["binary"]).invoke(body, "text/csv", None).body).ravel()
+    np.testing.assert_allclose(got, reference_scores(models["binary"], x), atol=1e-6, rtol=0)
 
 
 def test_csv_other_delimiters_and_crlf(models: dict[str, Path]) -> None:
-    x, _ = _data(rows=3, seed=11)
+    x, _ = training_data(rows=3, seed=11)
     x = np.nan_to_num(x)
-    reference = _reference(models["binary"], x)
-    handler = _handler(models["binary"])
+    reference = reference_scores(models["binary"], x)
+    handler = make_handler(models["binary"])
     for delimiter, newline in (("\t", "\n"), (";", "\r\n"), (",", "\r\n")):
         text = newline.join(delimiter.join(repr(float(v)) for v in row) for row in x) + newline
         response = handler.invoke(text.encode(), "text/csv", None)
-        np.testing.assert_allclose(_floats(response.body).ravel(), reference, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(float_rows(response.body).ravel(), reference, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("body", [
@@ -171,7 +102,7 @@ def test_csv_other_delimiters_and_crlf(models: dict[str, Path]) -> None:
 def test_csv_json_fast_path_reads_exactly_what_numpy_reads(body: bytes) -> None:
     import io
 
-    from sagestack.serving.xgboost_handler import _decode_as_json, decode_csv
+    from sagestack.serving.decoding import _decode_as_json, decode_csv
 
     expected = np.loadtxt(io.StringIO(body.decode()), delimiter=",", dtype=np.float32, ndmin=2, comments=None)
     fast = _decode_as_json(body)
@@ -183,7 +114,7 @@ def test_csv_json_fast_path_reads_exactly_what_numpy_reads(body: bytes) -> None:
 def test_csv_json_fast_path_matches_numpy_on_random_values() -> None:
     import io
 
-    from sagestack.serving.xgboost_handler import _decode_as_json
+    from sagestack.serving.decoding import _decode_as_json
 
     rng = np.random.default_rng(5)
     values = rng.standard_normal((40, 50)) * 10.0 ** rng.integers(-40, 40, (40, 50))
@@ -193,7 +124,7 @@ def test_csv_json_fast_path_matches_numpy_on_random_values() -> None:
 
 
 def test_csv_large_bodies_read_by_arrow_equal_the_containers_algorithm() -> None:
-    from sagestack.serving.xgboost_handler import _decode_csv_slowly, decode_csv
+    from sagestack.serving.decoding import _decode_csv_slowly, decode_csv
 
     rng = np.random.default_rng(4)
     values = rng.standard_normal((12000, 12)).astype(np.float32)
@@ -206,7 +137,7 @@ def test_csv_large_bodies_read_by_arrow_equal_the_containers_algorithm() -> None
 
 
 def test_csv_scores_print_as_python_repr() -> None:
-    from sagestack.serving.xgboost_handler import _csv_scores
+    from sagestack.serving.encoding import csv_scores as _csv_scores
 
     rng = np.random.default_rng(3)
     preds = np.concatenate([
@@ -217,7 +148,7 @@ def test_csv_scores_print_as_python_repr() -> None:
 
 
 def test_csv_ragged_or_blank_rows_leave_the_json_fast_path() -> None:
-    from sagestack.serving.xgboost_handler import _decode_as_json
+    from sagestack.serving.decoding import _decode_as_json
 
     assert _decode_as_json(b"1,2,3\n4,5") is None
     assert _decode_as_json(b"1,2,3\n\n4,5,6") is None
@@ -225,10 +156,10 @@ def test_csv_ragged_or_blank_rows_leave_the_json_fast_path() -> None:
 
 
 def test_fewer_features_are_padded_as_missing(models: dict[str, Path]) -> None:
-    x, _ = _data(rows=5, seed=13)
+    x, _ = training_data(rows=5, seed=13)
     narrow = x[:, : FEATURES - 3]
-    got = _floats(_handler(models["binary"]).invoke(_csv(narrow), "text/csv", None).body).ravel()
-    np.testing.assert_allclose(got, _reference(models["binary"], narrow), atol=1e-6, rtol=0)
+    got = float_rows(make_handler(models["binary"]).invoke(csv_of(narrow), "text/csv", None).body).ravel()
+    np.testing.assert_allclose(got, reference_scores(models["binary"], narrow), atol=1e-6, rtol=0)
 
 
 def test_libsvm_uses_indices_as_given_and_ignores_labels(models: dict[str, Path]) -> None:
@@ -238,16 +169,16 @@ def test_libsvm_uses_indices_as_given_and_ignores_labels(models: dict[str, Path]
     dense[1, 1] = 1.5
     dense[2, [2, 5]] = [0.25, -0.75]
     for content_type in ("text/libsvm", "text/x-libsvm", "libsvm", None):
-        response = _handler(models["softprob"]).invoke(body, content_type, "text/csv")
+        response = make_handler(models["softprob"]).invoke(body, content_type, "text/csv")
         assert response.status == 200, response.body
-        np.testing.assert_allclose(_floats(response.body), _reference(models["softprob"], dense), atol=1e-6)
+        np.testing.assert_allclose(float_rows(response.body), reference_scores(models["softprob"], dense), atol=1e-6)
 
 
 def test_json_and_jsonlines_requests(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=3, seed=17)[0])
-    reference = _reference(models["binary"], x)
+    x = np.nan_to_num(training_data(rows=3, seed=17)[0])
+    reference = reference_scores(models["binary"], x)
     rows = x.tolist()
-    handler = _handler(models["binary"])
+    handler = make_handler(models["binary"])
     bodies = {
         "application/json": [
             json.dumps({"instances": rows}),
@@ -262,12 +193,12 @@ def test_json_and_jsonlines_requests(models: dict[str, Path]) -> None:
     for content_type, variants in bodies.items():
         for body in variants:
             response = handler.invoke(body.encode(), content_type, None)
-            np.testing.assert_allclose(_floats(response.body).ravel(), reference, atol=1e-6, rtol=0)
+            np.testing.assert_allclose(float_rows(response.body).ravel(), reference, atol=1e-6, rtol=0)
     one = handler.invoke(json.dumps({"features": rows[0]}).encode(), "application/json", None)
     np.testing.assert_allclose(float(one.body), reference[0], atol=1e-6)
     with_null = handler.invoke(json.dumps([[None, *rows[0][1:]]]).encode(), "application/json", None)
     missing = np.array([[np.nan, *rows[0][1:]]], dtype=np.float32)
-    np.testing.assert_allclose(float(with_null.body), _reference(models["binary"], missing)[0], atol=1e-6)
+    np.testing.assert_allclose(float(with_null.body), reference_scores(models["binary"], missing)[0], atol=1e-6)
 
 
 # --------------------------------------------------------------------------- recordio
@@ -297,16 +228,16 @@ def _record(values: list[float], keys: list[int] | None = None, width: int = FEA
 
 
 def test_recordio_protobuf_dense_and_sparse_requests(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=2, seed=19)[0])
+    x = np.nan_to_num(training_data(rows=2, seed=19)[0])
     dense_body = b"".join(_record(row.tolist()) for row in x)
-    handler = _handler(models["binary"])
+    handler = make_handler(models["binary"])
     response = handler.invoke(dense_body, "application/x-recordio-protobuf", "text/csv")
-    np.testing.assert_allclose(_floats(response.body).ravel(), _reference(models["binary"], x), atol=1e-6)
+    np.testing.assert_allclose(float_rows(response.body).ravel(), reference_scores(models["binary"], x), atol=1e-6)
     sparse_body = _record([1.5, -2.0], keys=[1, 6])
     expected = np.full((1, FEATURES), np.nan, dtype=np.float32)
     expected[0, [1, 6]] = [1.5, -2.0]
     response = handler.invoke(sparse_body, "recordio-protobuf", None)
-    np.testing.assert_allclose(float(response.body), _reference(models["binary"], expected)[0], atol=1e-6)
+    np.testing.assert_allclose(float(response.body), reference_scores(models["binary"], expected)[0], atol=1e-6)
     wide = handler.invoke(_record([1.0], keys=[FEATURES], width=FEATURES + 1), "recordio-protobuf", None)
     assert (wide.status, wide.body.decode()) == (
         400,
@@ -330,15 +261,15 @@ def _decode_label_records(body: bytes) -> list[dict[str, list[float]]]:
 
 
 def test_recordio_protobuf_responses(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=3, seed=23)[0])
-    reference = _reference(models["softprob"], x)
-    response = _handler(models["softprob"]).invoke(_csv(x), "text/csv", "application/x-recordio-protobuf")
+    x = np.nan_to_num(training_data(rows=3, seed=23)[0])
+    reference = reference_scores(models["softprob"], x)
+    response = make_handler(models["softprob"]).invoke(csv_of(x), "text/csv", "application/x-recordio-protobuf")
     assert response.content_type == "application/x-recordio-protobuf"
     records = _decode_label_records(response.body)
     np.testing.assert_allclose([r["score"] for r in records], reference, atol=1e-6)
-    selected = _handler(models["softprob"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probabilities")
+    selected = make_handler(models["softprob"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probabilities")
     records = _decode_label_records(
-        selected.invoke(_csv(x), "text/csv", "application/x-recordio-protobuf").body
+        selected.invoke(csv_of(x), "text/csv", "application/x-recordio-protobuf").body
     )
     assert [r["predicted_label"] for r in records] == [[float(np.argmax(p))] for p in reference]
     np.testing.assert_allclose([r["probabilities"] for r in records], reference, atol=1e-6)
@@ -348,45 +279,45 @@ def test_recordio_protobuf_responses(models: dict[str, Path]) -> None:
 
 
 def test_default_accept_is_csv_one_score_per_line(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=3, seed=29)[0])
-    reference = _reference(models["binary"], x)
-    handler = _handler(models["binary"])
+    x = np.nan_to_num(training_data(rows=3, seed=29)[0])
+    reference = reference_scores(models["binary"], x)
+    handler = make_handler(models["binary"])
     for accept in (None, "", "*/*", "text/csv", "text/csv; charset=utf-8"):
-        response = handler.invoke(_csv(x), "text/csv", accept)
+        response = handler.invoke(csv_of(x), "text/csv", accept)
         assert response.status == 200 and response.content_type == "text/csv; charset=utf-8"
         assert response.body == ("\n".join(repr(float(v)) for v in reference) + "\n").encode()
 
 
 def test_softprob_csv_rows_are_comma_separated(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=2, seed=31)[0])
-    reference = _reference(models["softprob"], x)
-    body = _handler(models["softprob"]).invoke(_csv(x), "text/csv", None).body
+    x = np.nan_to_num(training_data(rows=2, seed=31)[0])
+    reference = reference_scores(models["softprob"], x)
+    body = make_handler(models["softprob"]).invoke(csv_of(x), "text/csv", None).body
     assert body == ("\n".join(",".join(repr(float(v)) for v in row) for row in reference) + "\n").encode()
 
 
 def test_json_and_jsonlines_responses(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=2, seed=37)[0])
+    x = np.nan_to_num(training_data(rows=2, seed=37)[0])
     for name in ("binary", "softprob"):
-        reference = _reference(models[name], x).tolist()
-        handler = _handler(models[name])
-        response = handler.invoke(_csv(x), "text/csv", "application/json")
+        reference = reference_scores(models[name], x).tolist()
+        handler = make_handler(models[name])
+        response = handler.invoke(csv_of(x), "text/csv", "application/json")
         assert response.content_type == "application/json"
         assert response.body == json.dumps({"predictions": [{"score": s} for s in reference]}).encode()
-        lines = handler.invoke(_csv(x), "text/csv", "application/jsonlines")
+        lines = handler.invoke(csv_of(x), "text/csv", "application/jsonlines")
         assert lines.body == b"".join(json.dumps({"score": s}).encode() + b"\n" for s in reference)
 
 
 def test_default_accept_from_environment(models: dict[str, Path]) -> None:
-    handler = _handler(models["binary"], SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT="application/json")
+    handler = make_handler(models["binary"], SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT="application/json")
     response = handler.invoke(b"0,0,0,0,0,0,0,0", "text/csv", "*/*")
     assert response.content_type == "application/json" and b'"predictions"' in response.body
 
 
 def test_batch_mode_prints_one_line_per_row_whatever_accept(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=2, seed=41)[0])
-    reference = _reference(models["softprob"], x).tolist()
-    handler = _handler(models["softprob"], SAGEMAKER_BATCH="true")
-    response = handler.invoke(_csv(x), "text/csv", "application/json")
+    x = np.nan_to_num(training_data(rows=2, seed=41)[0])
+    reference = reference_scores(models["softprob"], x).tolist()
+    handler = make_handler(models["softprob"], SAGEMAKER_BATCH="true")
+    response = handler.invoke(csv_of(x), "text/csv", "application/json")
     assert response.body == ("\n".join(str(row) for row in reference) + "\n").encode()
     assert response.body.startswith(b"[")
 
@@ -395,11 +326,11 @@ def test_batch_mode_prints_one_line_per_row_whatever_accept(models: dict[str, Pa
 
 
 def test_selectable_output_binary_logistic(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=2, seed=43)[0])
-    p = _reference(models["binary"], x).tolist()
+    x = np.nan_to_num(training_data(rows=2, seed=43)[0])
+    p = reference_scores(models["binary"], x).tolist()
     keys = "predicted_label, probability,probabilities,labels,raw_score"
-    handler = _handler(models["binary"], SAGEMAKER_INFERENCE_OUTPUT=keys)
-    document = json.loads(handler.invoke(_csv(x), "text/csv", "application/json").body)
+    handler = make_handler(models["binary"], SAGEMAKER_INFERENCE_OUTPUT=keys)
+    document = json.loads(handler.invoke(csv_of(x), "text/csv", "application/json").body)
     assert document == {
         "predictions": [
             {
@@ -419,45 +350,45 @@ def test_selectable_output_binary_logistic(models: dict[str, Path]) -> None:
         "probabilities",
         "raw_score",
     ]
-    csv_body = handler.invoke(_csv(x), "text/csv", "text/csv").body.decode()
+    csv_body = handler.invoke(csv_of(x), "text/csv", "text/csv").body.decode()
     first = csv_body.split("\n")[0]
     assert first == f'{int(p[0] > 0.5)},{p[0]},"{[1.0 - p[0], p[0]]}","[0, 1]",{p[0]}'
     assert not csv_body.endswith("\n")  # no trailing newline outside batch mode, as the container
-    lines = handler.invoke(_csv(x), "text/csv", "application/jsonlines").body.decode().splitlines()
+    lines = handler.invoke(csv_of(x), "text/csv", "application/jsonlines").body.decode().splitlines()
     assert [json.loads(line) for line in lines] == document["predictions"]
 
 
 def test_selectable_output_multiclass_and_invalid_keys(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=3, seed=47)[0])
-    probabilities = _reference(models["softprob"], x)
-    handler = _handler(
+    x = np.nan_to_num(training_data(rows=3, seed=47)[0])
+    probabilities = reference_scores(models["softprob"], x)
+    handler = make_handler(
         models["softprob"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,labels,predicted_score"
     )
-    document = json.loads(handler.invoke(_csv(x), "text/csv", "application/json").body)
+    document = json.loads(handler.invoke(csv_of(x), "text/csv", "application/json").body)
     for row, p in zip(document["predictions"], probabilities, strict=True):
         assert row["predicted_label"] == int(np.argmax(p))
         assert row["labels"] == [0, 1, 2, 3]
         assert math.isnan(row["predicted_score"])  # not a key of classification objectives: NaN
-    softmax = _handler(models["softmax"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,raw_scores")
-    labels = _reference(models["softmax"], x)
-    rows = json.loads(softmax.invoke(_csv(x), "text/csv", "application/json").body)["predictions"]
+    softmax = make_handler(models["softmax"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,raw_scores")
+    labels = reference_scores(models["softmax"], x)
+    rows = json.loads(softmax.invoke(csv_of(x), "text/csv", "application/json").body)["predictions"]
     assert [r["predicted_label"] for r in rows] == labels.tolist()
-    logitraw = _handler(models["logitraw"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probability")
-    margins = _reference(models["logitraw"], x)
-    rows = json.loads(logitraw.invoke(_csv(x), "text/csv", "application/json").body)["predictions"]
+    logitraw = make_handler(models["logitraw"], SAGEMAKER_INFERENCE_OUTPUT="predicted_label,probability")
+    margins = reference_scores(models["logitraw"], x)
+    rows = json.loads(logitraw.invoke(csv_of(x), "text/csv", "application/json").body)["predictions"]
     assert [r["predicted_label"] for r in rows] == [int(m > 0) for m in margins]
     assert all(math.isnan(r["probability"]) for r in rows)
 
 
 def test_selectable_output_regression_and_unsupported_objective(models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=2, seed=53)[0])
-    handler = _handler(models["regression"], SAGEMAKER_INFERENCE_OUTPUT="predicted_score")
-    body = handler.invoke(_csv(x), "text/csv", "text/csv").body.decode()
+    x = np.nan_to_num(training_data(rows=2, seed=53)[0])
+    handler = make_handler(models["regression"], SAGEMAKER_INFERENCE_OUTPUT="predicted_score")
+    body = handler.invoke(csv_of(x), "text/csv", "text/csv").body.decode()
     np.testing.assert_allclose(
-        [float(v) for v in body.split("\n")], _reference(models["regression"], x), atol=1e-5
+        [float(v) for v in body.split("\n")], reference_scores(models["regression"], x), atol=1e-5
     )
-    poisson = _handler(models["poisson"], SAGEMAKER_INFERENCE_OUTPUT="predicted_score")
-    response = poisson.invoke(_csv(x), "text/csv", "text/csv")
+    poisson = make_handler(models["poisson"], SAGEMAKER_INFERENCE_OUTPUT="predicted_score")
+    response = poisson.invoke(csv_of(x), "text/csv", "text/csv")
     assert (response.status, response.body) == (
         500,
         b"Objective `count:poisson` unsupported for selectable inference predictions.",
@@ -468,7 +399,7 @@ def test_selectable_output_regression_and_unsupported_objective(models: dict[str
 
 
 def test_empty_body_is_204(models: dict[str, Path]) -> None:
-    assert _handler(models["binary"]).invoke(b"", "text/csv", "text/html")[:2] == (204, b"")
+    assert make_handler(models["binary"]).invoke(b"", "text/csv", "text/html")[:2] == (204, b"")
 
 
 @pytest.mark.parametrize(
@@ -537,14 +468,14 @@ def test_empty_body_is_204(models: dict[str, Path]) -> None:
 def test_bad_requests(
     models: dict[str, Path], body: bytes, content_type: str, status: int, message: str
 ) -> None:
-    response = _handler(models["binary"]).invoke(body, content_type, None)
+    response = make_handler(models["binary"]).invoke(body, content_type, None)
     assert response.status == status
     assert response.body.decode().startswith(message), response.body
     assert response.content_type == "text/plain; charset=utf-8"
 
 
 def test_unsupported_accept_is_406_after_prediction(models: dict[str, Path]) -> None:
-    handler = _handler(models["binary"])
+    handler = make_handler(models["binary"])
     response = handler.invoke(b"0,0,0,0,0,0,0,0", "text/csv", "text/html")
     assert response.status == 406
     assert response.body.decode() == (
@@ -555,7 +486,7 @@ def test_unsupported_accept_is_406_after_prediction(models: dict[str, Path]) -> 
 
 
 def test_pickled_models_keep_the_strict_feature_check(models: dict[str, Path]) -> None:
-    handler = _handler(models["binary_pickle"])
+    handler = make_handler(models["binary_pickle"])
     assert handler.model.formats == ["pkl_format"]
     assert handler.invoke(b"1,2,3,4,5,6,7", "text/csv", None).status == 200  # one fewer is allowed
     response = handler.invoke(b"1,2,3", "text/csv", None)
@@ -571,30 +502,30 @@ def test_pickled_models_keep_the_strict_feature_check(models: dict[str, Path]) -
 def test_model_formats_and_ensembles(models: dict[str, Path], tmp_path: Path) -> None:
     ensemble = tmp_path / "ensemble"
     ensemble.mkdir()
-    first, second = _train("binary:logistic", rounds=5), _train("binary:logistic", rounds=9)
+    first, second = train_booster("binary:logistic", rounds=5), train_booster("binary:logistic", rounds=9)
     (ensemble / "xgboost-model").write_bytes(bytes(first.save_raw("ubj")))
     (ensemble / "xgboost-model-2").write_bytes(pickle.dumps(second))
     (ensemble / ".DS_Store").write_bytes(b"junk")  # dotfiles are skipped, as the container does
-    x = np.nan_to_num(_data(rows=4, seed=59)[0])
+    x = np.nan_to_num(training_data(rows=4, seed=59)[0])
     averaged = (first.predict(xgb.DMatrix(x)) + second.predict(xgb.DMatrix(x))) / 2
-    got = _floats(_handler(ensemble).invoke(_csv(x), "text/csv", None).body).ravel()
+    got = float_rows(make_handler(ensemble).invoke(csv_of(x), "text/csv", None).body).ravel()
     np.testing.assert_allclose(got, averaged, atol=1e-6, rtol=0)
-    alone = _handler(ensemble, SAGEMAKER_INFERENCE_ENSEMBLE="false")
+    alone = make_handler(ensemble, SAGEMAKER_INFERENCE_ENSEMBLE="false")
     assert [p.name for p in alone.model.paths] == ["xgboost-model"]
-    got = _floats(alone.invoke(_csv(x), "text/csv", None).body).ravel()
+    got = float_rows(alone.invoke(csv_of(x), "text/csv", None).body).ravel()
     np.testing.assert_allclose(got, first.predict(xgb.DMatrix(x)), atol=1e-6, rtol=0)
 
 
 def test_ensemble_of_softmax_models_votes(tmp_path: Path) -> None:
     directory = tmp_path / "vote"
     directory.mkdir()
-    boosters = [_train("multi:softmax", rounds=r) for r in (1, 2, 12)]
+    boosters = [train_booster("multi:softmax", rounds=r) for r in (1, 2, 12)]
     for i, booster in enumerate(boosters):
         (directory / f"model-{i}").write_bytes(bytes(booster.save_raw("ubj")))
-    x = np.nan_to_num(_data(rows=40, seed=61)[0])
+    x = np.nan_to_num(training_data(rows=40, seed=61)[0])
     votes = np.stack([b.predict(xgb.DMatrix(x)) for b in boosters])
     expected = [min(set(col), key=lambda c: (-list(col).count(c), c)) for col in votes.T]
-    got = _floats(_handler(directory).invoke(_csv(x), "text/csv", None).body).ravel()
+    got = float_rows(make_handler(directory).invoke(csv_of(x), "text/csv", None).body).ravel()
     assert got.tolist() == expected
 
 
@@ -630,324 +561,8 @@ def test_watchdog_exits_when_a_request_overruns(
         raise Exited(code)
 
     monkeypatch.setattr(model_server.os, "_exit", fake_exit)
-    server = model_server.ModelServer(_handler(models["binary"]), max_body=100, timeout=0.05, idle_timeout=60)
+    server = model_server.ModelServer(make_handler(models["binary"]), max_body=100, timeout=0.05, idle_timeout=60)
     server.busy_since = time.monotonic() - 1.0
     with pytest.raises(Exited) as raised:
         server.watch()
     assert raised.value.args == (model_server.TIMEOUT_EXIT_CODE,)
-
-
-# --------------------------------------------------------------------------- the process over HTTP
-
-
-class ServerProcess:
-    """``python -m sagestack.serving.model_server`` on a free loopback port, stdout collected."""
-
-    def __init__(self, model_dir: Path, **env: str) -> None:
-        import os
-
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sagestack.serving.model_server",
-                "--model-dir",
-                str(model_dir),
-                "--port",
-                "0",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.port = 0
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if needle in line:
-                return line
-        raise AssertionError(f"no line with {needle!r} from the model server")
-
-    def ready(self) -> ServerProcess:
-        line = self.wait_for(" ready ")
-        assert line.startswith("sagestack-model-server ready port=")
-        self.port = int(line.split("port=")[1].split()[0])
-        return self
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
-@pytest.fixture(scope="module")
-def live(models: dict[str, Path]) -> Iterator[ServerProcess]:
-    server = ServerProcess(models["binary"]).ready()
-    yield server
-    server.stop()
-
-
-def _raw(port: int, data: bytes, until_close: bool = False) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        if not until_close:
-            return sock.recv(65536)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def test_ping_and_keep_alive_reuse(live: ServerProcess, models: dict[str, Path]) -> None:
-    x = np.nan_to_num(_data(rows=1, seed=67)[0])
-    expected = _reference(models["binary"], x)[0]
-    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
-    conn.request("GET", "/ping")
-    response = conn.getresponse()
-    assert (response.status, response.read()) == (200, b"")
-    sock = conn.sock
-    for _ in range(20):
-        conn.request("POST", "/invocations", _csv(x), {"Content-Type": "text/csv"})
-        response = conn.getresponse()
-        assert response.status == 200 and response.getheader("Content-Type") == "text/csv; charset=utf-8"
-        assert abs(float(response.read()) - expected) < 1e-6
-    assert conn.sock is sock  # the same TCP connection served every request
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
-    conn.close()
-
-
-def test_http_error_statuses_and_their_log_lines(live: ServerProcess) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
-    cases = [
-        ("POST", "/invocations", b"1,zz", {"Content-Type": "text/csv"}, 415, b"Loading csv data failed"),
-        (
-            "POST",
-            "/invocations",
-            b"1,2",
-            {"Content-Type": "application/pdf"},
-            415,
-            b"application/pdf is not an",
-        ),
-        (
-            "POST",
-            "/invocations",
-            b"1,2",
-            {"Content-Type": "text/csv", "Accept": "image/gif"},
-            406,
-            b"Accept type",
-        ),
-        (
-            "POST",
-            "/invocations",
-            b",".join([b"1"] * 20),
-            {"Content-Type": "text/csv"},
-            400,
-            b"Unable to evaluate",
-        ),
-        ("POST", "/invocations", b"", {"Content-Type": "text/csv"}, 204, b""),
-        ("GET", "/invocations", None, {}, 405, b"Method Not Allowed"),
-        ("GET", "/nowhere", None, {}, 404, b"{}"),
-    ]
-    for method, path, body, headers, status, start in cases:
-        conn.request(method, path, body, headers)
-        response = conn.getresponse()
-        payload = response.read()
-        assert response.status == status and payload.startswith(start), (path, response.status, payload)
-    assert "POST /invocations 415: Loading csv data failed with Exception" in live.wait_for(
-        " 415: Loading csv"
-    )
-    assert "406: Accept type image/gif is not supported" in live.wait_for(" 406: ")
-    conn.request("GET", "/execution-parameters")
-    assert json.loads(conn.getresponse().read())["BatchStrategy"] == "MULTI_RECORD"
-    conn.close()
-
-
-def test_large_request_of_6513_rows(live: ServerProcess, models: dict[str, Path]) -> None:
-    rng = np.random.default_rng(71)
-    x = rng.normal(size=(6513, FEATURES)).astype(np.float32)
-    body = _csv(x)
-    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=30)
-    conn.request("POST", "/invocations", body, {"Content-Type": "text/csv", "Accept": "application/json"})
-    response = conn.getresponse()
-    assert response.status == 200
-    scores = [p["score"] for p in json.loads(response.read())["predictions"]]
-    np.testing.assert_allclose(scores, _reference(models["binary"], x), atol=1e-6, rtol=0)
-    conn.close()
-
-
-def test_chunked_body_expect_continue_and_connection_close(live: ServerProcess) -> None:
-    row = b"0.5,1,2,-1,0,3,0.25,1"
-    chunked = (
-        b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n"
-        + b"%x\r\n%s\r\n" % (10, row[:10])
-        + b"%x\r\n%s\r\n" % (len(row) - 10, row[10:])
-        + b"0\r\n\r\n"
-    )
-    reply = _raw(live.port, chunked)
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and reply.endswith(b"\n")
-    # Expect: 100-continue gets the interim response before the body is sent.
-    with socket.create_connection(("127.0.0.1", live.port), timeout=10) as sock:
-        sock.sendall(
-            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nExpect: 100-continue\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(row)
-        )
-        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
-        sock.sendall(row)
-        assert sock.recv(1024).startswith(b"HTTP/1.1 200 OK\r\n")
-    closing = b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    reply = _raw(live.port, closing, until_close=True)  # returns only because the server closes
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close\r\n" in reply
-    reply = _raw(live.port, b"GET /ping HTTP/1.0\r\n\r\n", until_close=True)
-    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
-
-
-def test_pipelined_requests_are_answered_in_order(live: ServerProcess) -> None:
-    head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
-    one = head + b"Content-Length: 15\r\n\r\n0,0,0,0,0,0,0,0"
-    bad = head + b"Content-Length: 3\r\n\r\na,b"
-    last = b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    reply = _raw(live.port, one + bad + last, until_close=True)
-    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", reply) == [b"200", b"415", b"200"]
-
-
-def test_malformed_http_gets_400(live: ServerProcess) -> None:
-    reply = _raw(live.port, b"NOT HTTP AT ALL\r\n\r\n", until_close=True)
-    assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-
-
-def test_body_limit_and_graceful_stop(models: dict[str, Path]) -> None:
-    server = ServerProcess(models["binary"], MAX_CONTENT_LENGTH="64").ready()
-    try:
-        big = b"1," * 40
-        request = (
-            b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\nContent-Length: %d\r\n\r\n"
-            % len(big)
-        )
-        reply = _raw(server.port, request + big, until_close=True)
-        assert reply.startswith(b"HTTP/1.1 413 ")
-        chunked = b"POST /invocations HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-        reply = _raw(server.port, chunked + b"50\r\n" + b"1" * 80 + b"\r\n0\r\n\r\n", until_close=True)
-        assert reply.startswith(b"HTTP/1.1 413 ")
-        assert "413: body larger than 64 bytes" in server.wait_for(" 413: ")
-        server.proc.send_signal(signal.SIGTERM)
-        assert server.proc.wait(10) == 0
-        server.wait_for("stopped")
-    finally:
-        server.stop()
-
-
-def test_unloadable_model_exits_with_an_error_line(tmp_path: Path) -> None:
-    (tmp_path / "xgboost-model").write_bytes(b"garbage")
-    server = ServerProcess(tmp_path)
-    try:
-        line = server.wait_for("error:")
-        assert line.startswith("sagestack-model-server error: Unable to load model: Model ")
-        assert server.proc.wait(20) == 1
-    finally:
-        server.stop()
-
-
-# --------------------------------------------------------------------------- the router's client
-
-
-def test_pool_pipelines_concurrent_requests_and_matches_answers(live: ServerProcess,
-                                                                 models: dict[str, Path]) -> None:
-    import asyncio
-
-    from sagestack.serving.upstream import UpstreamPool
-
-    x = np.nan_to_num(_data(rows=40, seed=71)[0])
-    expected = _reference(models["binary"], x)
-
-    async def run() -> tuple[list[float], int]:
-        pool = UpstreamPool("127.0.0.1", live.port)
-        try:
-            answers = await asyncio.gather(*(
-                pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x[i : i + 1]))
-                for i in range(len(x))
-            ))
-            connections = {id(pool._connection)}
-            again = await pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x[:1]))
-            connections.add(id(pool._connection))
-        finally:
-            pool.close()
-        assert all(a.status == 200 for a in answers) and again.status == 200
-        return [float(a.body) for a in answers], len(connections)
-
-    scores, connections = asyncio.run(run())
-    np.testing.assert_allclose(scores, expected, atol=1e-6, rtol=0)  # each answer went to its own request
-    assert connections == 1  # all of them over one kept connection
-
-
-def test_pool_fails_every_request_in_flight_when_the_server_dies(models: dict[str, Path]) -> None:
-    import asyncio
-
-    from sagestack.serving.upstream import UpstreamError, UpstreamPool
-
-    server = ServerProcess(models["binary"]).ready()
-    x = np.nan_to_num(_data(rows=1, seed=72)[0])
-
-    async def run() -> list[BaseException | object]:
-        pool = UpstreamPool("127.0.0.1", server.port, timeout=10)
-        first = await pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x))
-        assert first.status == 200
-        server.proc.send_signal(signal.SIGSTOP)  # stuck: requests pile up on the connection
-        pending = [asyncio.ensure_future(pool.request("POST", "/invocations", {"Content-Type": "text/csv"},
-                                                      _csv(x))) for _ in range(5)]
-        await asyncio.sleep(0.2)
-        server.proc.kill()
-        return await asyncio.gather(*pending, return_exceptions=True)
-
-    try:
-        outcomes = asyncio.run(run())
-    finally:
-        server.stop()
-    assert all(isinstance(o, UpstreamError) for o in outcomes), outcomes
-
-
-def test_pool_timeout_fails_the_stuck_connection(models: dict[str, Path]) -> None:
-    import asyncio
-
-    from sagestack.serving.upstream import UpstreamError, UpstreamPool
-
-    server = ServerProcess(models["binary"]).ready()
-    x = np.nan_to_num(_data(rows=1, seed=73)[0])
-
-    async def run() -> tuple[list[BaseException | object], int]:
-        pool = UpstreamPool("127.0.0.1", server.port, timeout=0.3)
-        server.proc.send_signal(signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            outcomes = await asyncio.gather(*(pool.request("POST", "/invocations", {"Content-Type": "text/csv"},
-                                                           _csv(x)) for _ in range(3)), return_exceptions=True)
-            elapsed = time.monotonic() - started
-        finally:
-            server.proc.send_signal(signal.SIGCONT)
-        answer = await pool.request("POST", "/invocations", {"Content-Type": "text/csv"}, _csv(x))
-        pool.close()
-        assert elapsed < 5
-        return outcomes, answer.status
-
-    try:
-        outcomes, status = asyncio.run(run())
-    finally:
-        server.stop()
-    assert all(isinstance(o, UpstreamError) and "did not answer within 0.3 s" in str(o) for o in outcomes)
-    assert status == 200  # a fresh connection serves once the server is back

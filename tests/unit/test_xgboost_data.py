@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from sagestack.algorithms.errors import UserError
-from sagestack.algorithms.xgboost import data
+from sagestack.algorithms.xgboost import data, readers
 from tests.unit import adult_prep
 from tests.unit.test_xgboost_train import ADULT_COPIES
 
@@ -180,7 +180,7 @@ def test_libsvm_errors_name_the_file_and_line(tmp_path: Path, text: str, line: i
 
 
 def test_libsvm_lines_are_counted_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "LIBSVM_CHUNK_BYTES", 64)
+    monkeypatch.setattr(readers, "LIBSVM_CHUNK_BYTES", 64)
     lines = [f"{i % 2} 0:{i} 5:1" for i in range(40)] + ["1 2:x"]
     root = channel(tmp_path, {"t.libsvm": "\n".join(lines)})
     assert error_of(root, data.LIBSVM).startswith("Line 41 '1 2:x...'")

@@ -11,25 +11,8 @@ built-in algorithm's MetricDefinitions and tuning objectives.
 
 from __future__ import annotations
 
-#: Metrics where bigger is better (SageMaker's XGBoost list, kept as is).
-MAXIMIZE_METRICS: tuple[str, ...] = (
-    "accuracy",
-    "auc",
-    "aucpr",
-    "balanced_accuracy",
-    "f1",
-    "f1_binary",
-    "f1_macro",
-    "map",
-    "ndcg",
-    "precision",
-    "r2",
-    "recall",
-    "precision_macro",
-    "precision_micro",
-    "recall_macro",
-    "recall_micro",
-)
+# Metrics where bigger is better: defined beside the Debugger rules, which read the list too.
+from sagestack.debugger.metrics import MAXIMIZE_METRICS
 
 #: Metrics where smaller is better. SageMaker lists interval-regression-accuracy
 #: here although it is an accuracy; tuning jobs depend on the direction, so it

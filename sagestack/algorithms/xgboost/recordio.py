@@ -1,4 +1,5 @@
-"""Reader for SageMaker's ``application/x-recordio-protobuf`` training data.
+"""SageMaker's ``application/x-recordio-protobuf``: the reader of training data and request bodies,
+and the writer of responses (the one RecordIO module; the model server imports it from here).
 
 A file is a sequence of RecordIO frames (dmlc framing: a magic number, a word
 holding a continuation flag and the length, the payload padded to 4 bytes).
@@ -10,15 +11,15 @@ with ``write_numpy_to_dense_tensor``/``write_spmatrix_to_sparse_tensor``):
                             Int32Tensor int32_tensor = 7; ... } }
     *Tensor       { repeated <type> values = 1; repeated uint64 keys = 2; repeated uint64 shape = 3; }
 
-The wire format is decoded by hand so that no protobuf runtime is needed;
-tensor values are packed, so each record costs a few Python calls and one
-``np.frombuffer``.
+The wire format is decoded and encoded by hand so that no protobuf runtime is
+needed; tensor values are packed, so each record costs a few Python calls and
+one ``np.frombuffer``.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,3 +196,55 @@ def read_file(path: Path) -> SparseRecords:
         np.concatenate(values),
         width,
     )
+
+
+def feature_tensors(buf: bytes) -> Iterator[tuple[np.ndarray, list[int], list[int]]]:
+    """``(values, keys, shape)`` of each record's ``features`` tensor; labels are not read."""
+    for payload in _recordio_payloads(buf):
+        features, _ = _record_maps(payload)
+        yield _tensor(_pick(features, "features"))
+
+
+# ---------------------------------------------------------------- writer
+
+
+def _key(number: int, wire: int) -> bytes:
+    return bytes([(number << 3) | wire])
+
+
+def _length_delimited(data: bytes) -> bytes:
+    """``data`` preceded by its length as a varint."""
+    out = bytearray()
+    n = len(data)
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out) + data
+
+
+def _frame(payload: bytes) -> bytes:
+    header = struct.pack("<II", _RECORDIO_MAGIC, len(payload))
+    return header + payload + b"\0" * (-len(payload) % 4)
+
+
+def _float32_value(values: list[float]) -> bytes:
+    """A ``Value`` holding a ``Float32Tensor`` of ``values`` (packed)."""
+    tensor = _key(1, 2) + _length_delimited(np.asarray(values, dtype="<f4").tobytes())  # Float32Tensor.values
+    return _key(2, 2) + _length_delimited(tensor)  # Value.float32_tensor
+
+
+def encode_label_records(rows: list[Mapping[str, float | list[float]]]) -> bytes:
+    """Each row a Record whose ``label`` map holds one float32 tensor per key (SageMaker's response layout)."""
+    frames = []
+    for row in rows:
+        record = b""
+        for key, value in row.items():
+            value_msg = _float32_value(value if isinstance(value, list) else [value])
+            entry = _key(1, 2) + _length_delimited(key.encode()) + _key(2, 2) + _length_delimited(value_msg)
+            record += _key(2, 2) + _length_delimited(entry)  # Record.label map entry
+        frames.append(_frame(record))
+    return b"".join(frames)

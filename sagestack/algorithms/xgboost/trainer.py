@@ -35,6 +35,7 @@ from sagestack.algorithms.xgboost import data as data_mod
 from sagestack.algorithms.xgboost import distributed
 from sagestack.algorithms.xgboost import hyperparameters as hp
 from sagestack.algorithms.xgboost.custom_metrics import make_custom_metric, split_metrics
+from sagestack.algorithms.xgboost.dataset import LIBSVM, DataSet
 from sagestack.algorithms.xgboost.metrics import MAXIMIZE_METRICS, TAB
 
 log = logging.getLogger("sagestack.xgboost")
@@ -139,7 +140,7 @@ def _channel_supported(name: str, channel: Mapping[str, Any]) -> bool:
         return channel["ContentType"] == "text/python" and mode in FILE_MODES and distribution == DISTRIBUTIONS[0]
     fmt = data_mod.parse_content_type(channel["ContentType"])
     # Pipe channels are delivered as files by this platform; libsvm never had Pipe support.
-    mode_ok = mode in FILE_MODES or (mode == "Pipe" and fmt != data_mod.LIBSVM)
+    mode_ok = mode in FILE_MODES or (mode == "Pipe" and fmt != LIBSVM)
     return mode_ok and distribution in DISTRIBUTIONS
 
 
@@ -153,7 +154,7 @@ class Job:
     hosts: list[str]
     current_host: str
     checkpoint_dir: Path | None = None
-    fmt: str = data_mod.LIBSVM
+    fmt: str = LIBSVM
 
     @classmethod
     def load(cls, paths: Paths) -> Job:
@@ -182,8 +183,8 @@ def read_hosts(paths: Paths) -> tuple[list[str], str]:
 class Inputs:
     """The data this host trains on; cleared once copied into xgboost's matrices."""
 
-    train: data_mod.DataSet | None
-    validation: data_mod.DataSet | None
+    train: DataSet | None
+    validation: DataSet | None
     validation_configured: bool
 
     def report(self) -> distributed.HostReport:
@@ -388,7 +389,7 @@ def build_matrices(params: Mapping[str, Any], inputs: Inputs) -> tuple[xgb.DMatr
     quantile = _uses_quantile_matrix(params)
     nthread = int(params.get("nthread", default_nthread()))
 
-    def matrix(ds: data_mod.DataSet, ref: xgb.DMatrix | None) -> xgb.DMatrix:
+    def matrix(ds: DataSet, ref: xgb.DMatrix | None) -> xgb.DMatrix:
         common = {"label": ds.labels, "weight": ds.weights, "qid": ds.qid, "nthread": nthread}
         if quantile:
             return xgb.QuantileDMatrix(ds.features, ref=ref, max_bin=params.get("max_bin"), **common)
