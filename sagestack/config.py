@@ -20,7 +20,7 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-    #: The sagemaker-runtime port (the lean front of ``aws/http1.py``); 0 = any free port.
+    #: The sagemaker-runtime port (the lean front of ``front/server.py``); 0 = any free port.
     runtime_port: int = 0
     #: Front worker processes serving the runtime port next to the main one; None = one per extra core
     #: (at most 3), 0 = the main process alone (see front/pool.py).

@@ -1,6 +1,6 @@
 """The HTTP/1.1 connection core of the platform's two hand-written servers.
 
-The runtime front (:mod:`sagestack.aws.http1`) and the model server
+The runtime front (:mod:`sagestack.front.server`) and the model server
 (:mod:`sagestack.serving.model_server`) are both an ``asyncio.Protocol`` fed by
 ``httptools``, so the parts of a connection that must behave the same live here:
 buffering one request's body (``max_body``: a declared length over it is

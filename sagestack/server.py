@@ -17,7 +17,6 @@ from sagestack import services
 from sagestack.app import RootApp, internal_app
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
-from sagestack.aws.http1 import FrontServer
 from sagestack.config import Settings
 from sagestack.control.endpoints import EndpointController
 from sagestack.control.housekeeping import Housekeeping
@@ -28,6 +27,7 @@ from sagestack.control.transform import TransformController
 from sagestack.control.tuning import TuningController
 from sagestack.db import Database
 from sagestack.front.pool import RUNTIME_MAX_BODY, RUNTIME_SERVICES, FrontWorkers, default_count
+from sagestack.front.server import FrontServer
 from sagestack.identity import CredentialStore, ensure_admin, ensure_installation, write_credentials_file
 from sagestack.platform import Platform
 from sagestack.storage import LocalObjectStore, ObjectStore

@@ -26,13 +26,13 @@ from typing import Any
 from sagestack import services
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
-from sagestack.aws.http1 import FrontServer
 from sagestack.config import Settings
 from sagestack.control.endpoint_metrics import EndpointMetrics
 from sagestack.control.routing import Router, TableMirror
 from sagestack.db import Database
 from sagestack.front.channel import Channel
 from sagestack.front.pool import RUNTIME_MAX_BODY, RUNTIME_SERVICES
+from sagestack.front.server import FrontServer
 from sagestack.identity import CredentialStore
 from sagestack.malloc import keep_freed_memory
 from sagestack.platform import Platform
