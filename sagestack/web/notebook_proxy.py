@@ -83,7 +83,7 @@ class NotebookProxy:
             return
         cookie = (f"{COOKIE_NAME}={self.signer.session_for(claims)}; Path={PROXY_PREFIX}/{name}/; "
                   f"Max-Age={claims.session_seconds}; HttpOnly; SameSite=Lax")
-        if self.platform.settings.tls:
+        if self.controller.settings.tls:
             cookie += "; Secure"
         await send({"type": "http.response.start", "status": 302, "headers": [
             (b"location", f"{PROXY_PREFIX}/{name}/lab".encode()), (b"set-cookie", cookie.encode("latin-1")),
@@ -95,7 +95,7 @@ class NotebookProxy:
         live = self.controller.live(name)
         if live is not None:
             return live.stamp == stamp
-        with self.platform.db.session() as session:
+        with self.controller.db.session() as session:
             row = session.get(NotebookInstance, name)
             return row is not None and instance_stamp(row.created) == stamp
 
