@@ -6,6 +6,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import Select
+
 from sagestack.arns import sagemaker_arn
 from sagestack.aws.errors import AwsError
 from sagestack.services import RequestContext
@@ -68,3 +70,33 @@ def sort_items(items: list[T], params: dict[str, Any], keys: dict[str, Callable[
     key = keys.get(params.get("SortBy") or default, keys[default])
     descending = (params.get("SortOrder") or "Descending") == "Descending"
     return sorted(items, key=key, reverse=descending)
+
+
+#: The sort keys most List* operations offer, on rows with ``created``, ``name`` and ``status``.
+ROW_SORT_KEYS: dict[str, Callable[[Any], Any]] = {
+    "CreationTime": lambda r: r.created, "Name": lambda r: r.name, "Status": lambda r: r.status}
+
+
+def with_status(query: Select[Any], column: Any, params: dict[str, Any]) -> Select[Any]:
+    """StatusEquals, applied in the query."""
+    status = params.get("StatusEquals")
+    return query.where(column == status) if status else query
+
+
+def list_result(rows: list[Any], params: dict[str, Any], key: str, summarize: Callable[[Any], dict[str, Any]], *,
+                sort_keys: dict[str, Callable[[Any], Any]] = ROW_SORT_KEYS, default_sort: str = "CreationTime",
+                modified: Callable[[Any], datetime] = lambda r: r.last_modified,
+                keep: Callable[[Any], bool] | None = None, sort_params: dict[str, Any] | None = None,
+                ) -> dict[str, Any]:
+    """What every List* of named rows answers: the time and name filters (and ``keep``), the sort
+    (``sort_params`` when the operation has defaults of its own), one page, its summaries, NextToken."""
+    keeps = [time_filters(params, lambda r: r.created, modified), name_filter(params, lambda r: r.name)]
+    if keep is not None:
+        keeps.append(keep)
+    kept = [r for r in rows if all(k(r) for k in keeps)]
+    ordered = sort_items(kept, sort_params or params, sort_keys, default_sort)
+    chunk, token = page(ordered, params)
+    result: dict[str, Any] = {key: [summarize(r) for r in chunk]}
+    if token:
+        result["NextToken"] = token
+    return result

@@ -14,7 +14,11 @@ from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
 from sagestack.logic.sagemaker.endpoints import desired_variants
 from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import name_filter, page, resource_arn, sort_items, time_filters
+from sagestack.services.sagemaker.common import (
+    list_result,
+    resource_arn,
+    with_status,
+)
 
 T = TypeVar("T")
 _KINDS: dict[type, tuple[str, str]] = {
@@ -32,17 +36,14 @@ def _exists(kind: str, arn: str) -> AwsError:
     return AwsError("ValidationException", f'Cannot create already existing {kind} "{arn}".', 400)
 
 
+#: Models and endpoint configs have neither a status nor a modification time of their own.
+_HOSTING_SORT_KEYS: dict[str, Any] = {"CreationTime": lambda r: r.created, "Name": lambda r: r.name,
+                                      "Status": lambda r: getattr(r, "status", "")}
+
+
 def _listing(rows: list[Any], params: dict[str, Any], key: str, item: Any) -> dict[str, Any]:
-    keep_time = time_filters(params, lambda r: r.created, lambda r: getattr(r, "last_modified", r.created))
-    keep_name = name_filter(params, lambda r: r.name)
-    rows = [r for r in rows if keep_time(r) and keep_name(r)]
-    rows = sort_items(rows, params, {"CreationTime": lambda r: r.created, "Name": lambda r: r.name,
-                                     "Status": lambda r: getattr(r, "status", "")})
-    chunk, token = page(rows, params)
-    result: dict[str, Any] = {key: [item(r) for r in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return list_result(rows, params, key, item, sort_keys=_HOSTING_SORT_KEYS,
+                       modified=lambda r: getattr(r, "last_modified", r.created))
 
 
 # ---------------------------------------------------------------- models
@@ -237,11 +238,8 @@ def describe_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 
 @operation("sagemaker")
 def list_endpoints(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    query = select(Endpoint)
-    if params.get("StatusEquals"):
-        query = query.where(Endpoint.status == params["StatusEquals"])
     with ctx.platform.db.session() as session:
-        rows = list(session.scalars(query))
+        rows = list(session.scalars(with_status(select(Endpoint), Endpoint.status, params)))
     return _listing(rows, params, "Endpoints", lambda e: {
         "EndpointName": e.name, "EndpointArn": e.arn, "CreationTime": e.created,
         "LastModifiedTime": e.last_modified, "EndpointStatus": e.status})

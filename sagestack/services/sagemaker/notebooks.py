@@ -17,7 +17,10 @@ from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleCon
 from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.platform import NotebookRunner
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import name_filter, page, resource_arn, sort_items, time_filters
+from sagestack.services.sagemaker.common import (
+    list_result,
+    resource_arn,
+)
 
 DEFAULT_PLATFORM = "notebook-al2-v3"  # JupyterLab 4, as served here
 DEFAULT_SESSION_SECONDS = 43200
@@ -189,16 +192,7 @@ def _instance_filter(params: dict[str, Any]) -> Any:
 def list_notebook_instances(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
         rows = list(session.scalars(select(NotebookInstance)))
-    keeps = [time_filters(params, lambda r: r.created, lambda r: r.last_modified),
-             name_filter(params, lambda r: r.name), _instance_filter(params)]
-    rows = [r for r in rows if all(keep(r) for keep in keeps)]
-    rows = sort_items(rows, params, {"CreationTime": lambda r: r.created, "Name": lambda r: r.name,
-                                     "Status": lambda r: r.status})
-    chunk, token = page(rows, params)
-    result: dict[str, Any] = {"NotebookInstances": [_summary(ctx, r) for r in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return list_result(rows, params, "NotebookInstances", lambda r: _summary(ctx, r), keep=_instance_filter(params))
 
 
 @operation("sagemaker")
@@ -331,18 +325,11 @@ def describe_notebook_instance_lifecycle_config(ctx: RequestContext, params: dic
 def list_notebook_instance_lifecycle_configs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
         rows = list(session.scalars(select(NotebookLifecycleConfig)))
-    keeps = [time_filters(params, lambda r: r.created, lambda r: r.last_modified),
-             name_filter(params, lambda r: r.name)]
-    rows = [r for r in rows if all(keep(r) for keep in keeps)]
-    rows = sort_items(rows, params, {"CreationTime": lambda r: r.created, "Name": lambda r: r.name,
-                                     "LastModifiedTime": lambda r: r.last_modified})
-    chunk, token = page(rows, params)
-    result: dict[str, Any] = {"NotebookInstanceLifecycleConfigs": [{
+    return list_result(rows, params, "NotebookInstanceLifecycleConfigs", lambda r: {
         "NotebookInstanceLifecycleConfigName": r.name, "NotebookInstanceLifecycleConfigArn": r.arn,
-        "CreationTime": r.created, "LastModifiedTime": r.last_modified} for r in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+        "CreationTime": r.created, "LastModifiedTime": r.last_modified},
+        sort_keys={"CreationTime": lambda r: r.created, "Name": lambda r: r.name,
+                   "LastModifiedTime": lambda r: r.last_modified})
 
 
 @operation("sagemaker")

@@ -19,7 +19,11 @@ from sagestack.logic.sagemaker.statuses import TERMINAL
 from sagestack.logic.sagemaker.training import create_training_job as create_job
 from sagestack.logic.sagemaker.training import initial_rule_statuses, request_stop
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import could_not_find, name_filter, page, sort_items, time_filters
+from sagestack.services.sagemaker.common import (
+    could_not_find,
+    list_result,
+    with_status,
+)
 
 
 @operation("sagemaker")
@@ -109,21 +113,9 @@ def summary(job: TrainingJob) -> dict[str, Any]:
 
 @operation("sagemaker")
 def list_training_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    query = select(TrainingJob)
-    if params.get("StatusEquals"):
-        query = query.where(TrainingJob.status == params["StatusEquals"])
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(query))
-    keep_time = time_filters(params, lambda j: j.created, lambda j: j.last_modified)
-    keep_name = name_filter(params, lambda j: j.name)
-    jobs = [j for j in jobs if keep_time(j) and keep_name(j)]
-    jobs = sort_items(jobs, params, {"CreationTime": lambda j: j.created, "Name": lambda j: j.name,
-                                     "Status": lambda j: j.status})
-    chunk, token = page(jobs, params)
-    result: dict[str, Any] = {"TrainingJobSummaries": [summary(j) for j in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+        jobs = list(session.scalars(with_status(select(TrainingJob), TrainingJob.status, params)))
+    return list_result(jobs, params, "TrainingJobSummaries", summary)
 
 
 @operation("sagemaker")

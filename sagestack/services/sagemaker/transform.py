@@ -15,11 +15,9 @@ from sagestack.logic.tags import put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     could_not_find,
-    name_filter,
-    page,
+    list_result,
     resource_arn,
-    sort_items,
-    time_filters,
+    with_status,
 )
 
 SUPPORTED_SPLITS = ("None", "Line")
@@ -95,25 +93,13 @@ def describe_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[
 
 @operation("sagemaker")
 def list_transform_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    query = select(TransformJob)
-    if params.get("StatusEquals"):
-        query = query.where(TransformJob.status == params["StatusEquals"])
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(query))
-    keep_time = time_filters(params, lambda j: j.created, lambda j: j.last_modified)
-    keep_name = name_filter(params, lambda j: j.name)
-    jobs = sort_items([j for j in jobs if keep_time(j) and keep_name(j)], params,
-                      {"CreationTime": lambda j: j.created, "Name": lambda j: j.name, "Status": lambda j: j.status})
-    chunk, token = page(jobs, params)
-    result: dict[str, Any] = {"TransformJobSummaries": [
-        {"TransformJobName": j.name, "TransformJobArn": j.arn, "CreationTime": j.created,
-         "LastModifiedTime": j.last_modified, "TransformJobStatus": j.status,
-         **({"TransformEndTime": j.ended} if j.ended else {}),
-         **({"FailureReason": j.failure_reason} if j.failure_reason else {})}
-        for j in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+        jobs = list(session.scalars(with_status(select(TransformJob), TransformJob.status, params)))
+    return list_result(jobs, params, "TransformJobSummaries", lambda j: {
+        "TransformJobName": j.name, "TransformJobArn": j.arn, "CreationTime": j.created,
+        "LastModifiedTime": j.last_modified, "TransformJobStatus": j.status,
+        **({"TransformEndTime": j.ended} if j.ended else {}),
+        **({"FailureReason": j.failure_reason} if j.failure_reason else {})})
 
 
 @operation("sagemaker")

@@ -24,11 +24,11 @@ from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     already_exists,
     could_not_find,
-    name_filter,
+    list_result,
     page,
     resource_arn,
     sort_items,
-    time_filters,
+    with_status,
 )
 from sagestack.tuning import Tuner, parse_request, validate
 
@@ -260,21 +260,10 @@ def _job_summary(session: Any, job: TuningJob) -> dict[str, Any]:
 
 @operation("sagemaker")
 def list_hyper_parameter_tuning_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    query = select(TuningJob)
-    if params.get("StatusEquals"):
-        query = query.where(TuningJob.status == params["StatusEquals"])
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(query))
-        keep_time = time_filters(params, lambda j: j.created, lambda j: j.last_modified)
-        keep_name = name_filter(params, lambda j: j.name)
-        jobs = [j for j in jobs if keep_time(j) and keep_name(j)]
-        jobs = sort_items(jobs, _ascending_by_name(params), {
-            "Name": lambda j: j.name, "CreationTime": lambda j: j.created, "Status": lambda j: j.status})
-        chunk, token = page(jobs, params)
-        result: dict[str, Any] = {"HyperParameterTuningJobSummaries": [_job_summary(session, j) for j in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+        jobs = list(session.scalars(with_status(select(TuningJob), TuningJob.status, params)))
+        return list_result(jobs, params, "HyperParameterTuningJobSummaries", lambda j: _job_summary(session, j),
+                           sort_params=_ascending_by_name(params))
 
 
 @operation("sagemaker")
