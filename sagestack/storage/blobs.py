@@ -27,10 +27,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from sagestack.storage import checksums as cks
 from sagestack.storage import errors
+
+if TYPE_CHECKING:
+    from sagestack.storage.api import ChecksumExpectations
 
 CHUNK_SIZE = 1 << 20
 _SHARDS = [f"{i:02x}" for i in range(256)]
@@ -53,6 +56,38 @@ class FinishedBody:
     md5: bytes
     #: Raw digests of the additional checksums computed (algorithm -> bytes).
     digests: dict[str, bytes]
+
+
+def hash_file(path: Path, algorithms: Iterable[str]) -> dict[str, bytes]:
+    """Checksums of a file on disk, read in chunks (for an algorithm the writer was not told)."""
+    hashers = {a: cks.new_hasher(a) for a in algorithms}
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            for h in hashers.values():
+                h.update(chunk)
+    return {a: h.digest() for a, h in hashers.items()}
+
+
+def verify_body(body: FinishedBody, expected: ChecksumExpectations | None) -> dict[str, bytes]:
+    """Check a received body against what the request claimed (size, Content-MD5, checksums), as S3
+    does before it keeps an object or part; returns every checksum digest to store."""
+    digests = dict(body.digests)
+    if expected is None:
+        return digests
+    expected.validate()
+    if expected.size is not None and expected.size != body.size:
+        raise errors.incomplete_body(expected.size, body.size)
+    if expected.content_md5 is not None:
+        want = cks.decode_content_md5(expected.content_md5)
+        if want != body.md5:
+            raise errors.bad_content_md5(expected.content_md5, body.md5, want)
+    for name, value in expected.checksums.items():
+        algorithm = cks.normalize_algorithm(name)
+        if algorithm not in digests:
+            digests.update(hash_file(body.tmp_path, [algorithm]))
+        if cks.decode_checksum(algorithm, value) != digests[algorithm]:
+            raise errors.bad_checksum(algorithm)
+    return digests
 
 
 class BlobWriter:

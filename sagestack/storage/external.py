@@ -42,7 +42,7 @@ from sagestack.storage.api import (
     UploadInfo,
     UploadsPage,
 )
-from sagestack.storage.blobs import CHUNK_SIZE, BlobStore, BlobWriter, FinishedBody
+from sagestack.storage.blobs import CHUNK_SIZE, BlobStore, BlobWriter, FinishedBody, hash_file, verify_body
 
 _CHECKSUM_MEMBERS = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "CRC64NVME": "ChecksumCRC64NVME",
                      "SHA1": "ChecksumSHA1", "SHA256": "ChecksumSHA256"}
@@ -200,35 +200,6 @@ class ExternalObjectStore:
         return writer
 
     @staticmethod
-    def _verify(body: FinishedBody, expected: ChecksumExpectations | None) -> dict[str, bytes]:
-        """The same checks the embedded store makes before a body is committed."""
-        digests = dict(body.digests)
-        if expected is None:
-            return digests
-        expected.validate()
-        if expected.size is not None and expected.size != body.size:
-            raise errors.incomplete_body(expected.size, body.size)
-        if expected.content_md5 is not None:
-            want = cks.decode_content_md5(expected.content_md5)
-            if want != body.md5:
-                raise errors.bad_content_md5(expected.content_md5, body.md5, want)
-        for name, value in expected.checksums.items():
-            algorithm = cks.normalize_algorithm(name)
-            if algorithm not in digests:
-                digests[algorithm] = ExternalObjectStore._digest_file(body.tmp_path, algorithm)
-            if cks.decode_checksum(algorithm, value) != digests[algorithm]:
-                raise errors.bad_checksum(algorithm)
-        return digests
-
-    @staticmethod
-    def _digest_file(path: Path, algorithm: str) -> bytes:
-        hasher = cks.new_hasher(algorithm)
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK_SIZE):
-                hasher.update(chunk)
-        return hasher.digest()
-
-    @staticmethod
     def _body_params(body: FinishedBody, digests: dict[str, bytes]) -> dict[str, Any]:
         """Content-MD5 and the checksums to send upstream, so it verifies what it receives."""
         params: dict[str, Any] = {"ContentMD5": base64.b64encode(body.md5).decode(), "ContentLength": body.size}
@@ -244,7 +215,7 @@ class ExternalObjectStore:
             names.encode_key(key)
             names.check_user_metadata(meta.user)
             body = writer.finish()
-            digests = self._verify(body, expected)
+            digests = verify_body(body, expected)
             params = {**_meta_params(meta), **self._body_params(body, digests)}
             if if_match is not None:
                 params["IfMatch"] = if_match
@@ -378,10 +349,10 @@ class ExternalObjectStore:
         try:
             upload = self.get_upload(bucket, key, upload_id)
             body = writer.finish()
-            digests = self._verify(body, expected)
+            digests = verify_body(body, expected)
             algorithm = upload.checksum_algorithm
             if algorithm and algorithm not in digests:
-                digests[algorithm] = self._digest_file(body.tmp_path, algorithm)
+                digests.update(hash_file(body.tmp_path, [algorithm]))
             # The upstream upload wants its own algorithm's checksum with every part, and only that one.
             params = self._body_params(body, {algorithm: digests[algorithm]} if algorithm else {})
             with open(body.tmp_path, "rb") as f:

@@ -13,7 +13,6 @@ unlink), and the bytes streamed in 1 MiB chunks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -32,7 +31,7 @@ from sagestack.storage.api import (
     ObjectInfo,
     ObjectMeta,
 )
-from sagestack.storage.blobs import CHUNK_SIZE, BlobWriter, FinishedBody, Piece
+from sagestack.storage.blobs import BlobWriter, FinishedBody, Piece, verify_body
 from sagestack.storage.buckets import BucketOps
 from sagestack.storage.object_rows import (
     MAX_DELETE_KEYS,
@@ -78,7 +77,7 @@ class ObjectOps(BucketOps):
             raw_key = names.encode_key(key)
             names.check_user_metadata(meta.user)
             body = writer.finish()
-            digests = self._verify_body(body, expected)
+            digests = verify_body(body, expected)
             blob, body = self.blobs.publish_writer(writer)
         finally:
             writer.abort()  # no-op once published
@@ -91,36 +90,6 @@ class ObjectOps(BucketOps):
             **header_columns(meta),
         }
         return self._commit_object(bucket, raw_key, blob, fields, if_match, if_none_match)
-
-    def _verify_body(self, body: FinishedBody, expected: ChecksumExpectations | None) -> dict[str, bytes]:
-        """Check the body against what the request claimed; returns every checksum digest to store."""
-        digests = dict(body.digests)
-        if expected is None:
-            return digests
-        expected.validate()
-        if expected.size is not None and expected.size != body.size:
-            raise errors.incomplete_body(expected.size, body.size)
-        if expected.content_md5 is not None:
-            want = cks.decode_content_md5(expected.content_md5)
-            if want != body.md5:
-                raise errors.bad_content_md5(expected.content_md5, body.md5, want)
-        for name, value in expected.checksums.items():
-            algorithm = cks.normalize_algorithm(name)
-            if algorithm not in digests:
-                digests.update(self._hash_file(body.tmp_path, [algorithm]))
-            if cks.decode_checksum(algorithm, value) != digests[algorithm]:
-                raise errors.bad_checksum(algorithm)
-        return digests
-
-    @staticmethod
-    def _hash_file(path: Path, algorithms: Iterable[str]) -> dict[str, bytes]:
-        """Checksums of a file on disk, read in chunks (for an algorithm the writer was not told)."""
-        hashers = {a: cks.new_hasher(a) for a in algorithms}
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK_SIZE):
-                for h in hashers.values():
-                    h.update(chunk)
-        return {a: h.digest() for a, h in hashers.items()}
 
     def _commit_object(
         self,

@@ -28,7 +28,7 @@ from sagestack.storage.api import (
     UploadInfo,
     UploadsPage,
 )
-from sagestack.storage.blobs import Piece
+from sagestack.storage.blobs import Piece, hash_file, verify_body
 from sagestack.storage.listing import common_prefix, prefix_end
 from sagestack.storage.object_rows import (
     MAX_PART_NUMBER,
@@ -122,9 +122,9 @@ class UploadOps(ObjectOps):
             if expected is not None and upload.checksum_algorithm:
                 multipart.check_same_algorithm(upload.checksum_algorithm, expected.algorithms())
             body = writer.finish()
-            digests = self._verify_body(body, expected)
+            digests = verify_body(body, expected)
             if upload.checksum_algorithm and upload.checksum_algorithm not in digests:
-                digests.update(self._hash_file(body.tmp_path, [upload.checksum_algorithm]))
+                digests.update(hash_file(body.tmp_path, [upload.checksum_algorithm]))
             blob, body = self.blobs.publish_writer(writer)
         finally:
             writer.abort()
