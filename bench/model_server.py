@@ -27,7 +27,6 @@ import asyncio
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from sagestack.testing.model_server_process import ModelServerProcess  # noqa: E402
+
 ADULT = Path(os.environ.get("SAGESTACK_ADULT_DATA", ROOT.parent / "shared/datasets/adult/adult.data.gz"))
 
 
@@ -81,39 +82,6 @@ def request_bytes(port: int, body: bytes, accept: str = "text/csv") -> bytes:
 
 
 # --------------------------------------------------------------------------- servers
-
-
-class Server:
-    def __init__(self, model_dir: Path) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sagestack.serving.model_server",
-                "--model-dir",
-                str(model_dir),
-                "--port",
-                "0",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if " ready " in line:
-                self.port = int(line.split("port=")[1].split()[0])
-                return
-        raise RuntimeError("model server exited before it was ready")
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
 
 
 # --------------------------------------------------------------------------- load process
@@ -194,7 +162,7 @@ def _load_process(targets: list[tuple[int, bytes]], connections: int, seconds: f
     out.put(loop.run_until_complete(_drive(targets, connections, seconds)))
 
 
-def run_load(servers: list[Server], body: bytes, connections: int, seconds: float) -> dict:
+def run_load(servers: list[ModelServerProcess], body: bytes, connections: int, seconds: float) -> dict:
     targets = [(s.port, request_bytes(s.port, body)) for s in servers]
     cpu_before = sum(s.cpu_seconds() for s in servers)
     queue: mp.Queue = mp.get_context("spawn").Queue()
@@ -267,7 +235,7 @@ def in_process(model_dir: Path, row: np.ndarray, row_csv: bytes, test: np.ndarra
     print(f"  max |served - Booster.predict| over {len(test)} rows: {np.abs(served - reference).max():.2e}")
 
 
-def big_request(server: Server, body: bytes, repeats: int = 15) -> None:
+def big_request(server: ModelServerProcess, body: bytes, repeats: int = 15) -> None:
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", server.port)
@@ -309,7 +277,7 @@ def main() -> None:
         )
         in_process(model_dir, test[0], row_csv, test, test_csv)
 
-        servers = [Server(model_dir), Server(model_dir)]
+        servers = [ModelServerProcess(model_dir).ready(), ModelServerProcess(model_dir).ready()]
         try:
             warm = min(1.0, args.seconds)
             print(f"over HTTP/1.1 keep-alive, {args.seconds:g} s per run after {warm:g} s warm-up:")

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
 import re
 import signal
 import socket
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.unit.serving_support import FEATURES, ROOT, csv_of, reference_scores, train_models, training_data
+from sagestack.testing.model_server_process import ModelServerProcess
+from tests.unit.serving_support import FEATURES, csv_of, reference_scores, train_models, training_data
 
 
 @pytest.fixture(scope="module")
@@ -29,65 +26,9 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # --------------------------------------------------------------------------- the process over HTTP
 
 
-class ServerProcess:
-    """``python -m sagestack.serving.model_server`` on a free loopback port, stdout collected."""
-
-    def __init__(self, model_dir: Path, **env: str) -> None:
-        import os
-
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "sagestack.serving.model_server",
-                "--model-dir",
-                str(model_dir),
-                "--port",
-                "0",
-            ],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        threading.Thread(target=self._pump, daemon=True).start()
-        self.port = 0
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, needle: str, timeout: float = 20.0) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.1)
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    break
-                continue
-            if needle in line:
-                return line
-        raise AssertionError(f"no line with {needle!r} from the model server")
-
-    def ready(self) -> ServerProcess:
-        line = self.wait_for(" ready ")
-        assert line.startswith("sagestack-model-server ready port=")
-        self.port = int(line.split("port=")[1].split()[0])
-        return self
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-
-
 @pytest.fixture(scope="module")
-def live(models: dict[str, Path]) -> Iterator[ServerProcess]:
-    server = ServerProcess(models["binary"]).ready()
+def live(models: dict[str, Path]) -> Iterator[ModelServerProcess]:
+    server = ModelServerProcess(models["binary"]).ready()
     yield server
     server.stop()
 
@@ -103,7 +44,7 @@ def _raw(port: int, data: bytes, until_close: bool = False) -> bytes:
         return b"".join(chunks)
 
 
-def test_ping_and_keep_alive_reuse(live: ServerProcess, models: dict[str, Path]) -> None:
+def test_ping_and_keep_alive_reuse(live: ModelServerProcess, models: dict[str, Path]) -> None:
     x = np.nan_to_num(training_data(rows=1, seed=67)[0])
     expected = reference_scores(models["binary"], x)[0]
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
@@ -121,7 +62,7 @@ def test_ping_and_keep_alive_reuse(live: ServerProcess, models: dict[str, Path])
     conn.close()
 
 
-def test_http_error_statuses_and_their_log_lines(live: ServerProcess) -> None:
+def test_http_error_statuses_and_their_log_lines(live: ModelServerProcess) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=10)
     cases = [
         ("POST", "/invocations", b"1,zz", {"Content-Type": "text/csv"}, 415, b"Loading csv data failed"),
@@ -167,7 +108,7 @@ def test_http_error_statuses_and_their_log_lines(live: ServerProcess) -> None:
     conn.close()
 
 
-def test_large_request_of_6513_rows(live: ServerProcess, models: dict[str, Path]) -> None:
+def test_large_request_of_6513_rows(live: ModelServerProcess, models: dict[str, Path]) -> None:
     rng = np.random.default_rng(71)
     x = rng.normal(size=(6513, FEATURES)).astype(np.float32)
     body = csv_of(x)
@@ -180,7 +121,7 @@ def test_large_request_of_6513_rows(live: ServerProcess, models: dict[str, Path]
     conn.close()
 
 
-def test_chunked_body_expect_continue_and_connection_close(live: ServerProcess) -> None:
+def test_chunked_body_expect_continue_and_connection_close(live: ModelServerProcess) -> None:
     row = b"0.5,1,2,-1,0,3,0.25,1"
     chunked = (
         b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
@@ -207,7 +148,7 @@ def test_chunked_body_expect_continue_and_connection_close(live: ServerProcess) 
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
 
 
-def test_pipelined_requests_are_answered_in_order(live: ServerProcess) -> None:
+def test_pipelined_requests_are_answered_in_order(live: ModelServerProcess) -> None:
     head = b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
     one = head + b"Content-Length: 15\r\n\r\n0,0,0,0,0,0,0,0"
     bad = head + b"Content-Length: 3\r\n\r\na,b"
@@ -216,13 +157,13 @@ def test_pipelined_requests_are_answered_in_order(live: ServerProcess) -> None:
     assert re.findall(rb"HTTP/1\.1 (\d{3}) ", reply) == [b"200", b"415", b"200"]
 
 
-def test_malformed_http_gets_400(live: ServerProcess) -> None:
+def test_malformed_http_gets_400(live: ModelServerProcess) -> None:
     reply = _raw(live.port, b"NOT HTTP AT ALL\r\n\r\n", until_close=True)
     assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n")
 
 
 def test_body_limit_and_graceful_stop(models: dict[str, Path]) -> None:
-    server = ServerProcess(models["binary"], MAX_CONTENT_LENGTH="64").ready()
+    server = ModelServerProcess(models["binary"], MAX_CONTENT_LENGTH="64").ready()
     try:
         big = b"1," * 40
         request = (
@@ -244,7 +185,7 @@ def test_body_limit_and_graceful_stop(models: dict[str, Path]) -> None:
 
 def test_unloadable_model_exits_with_an_error_line(tmp_path: Path) -> None:
     (tmp_path / "xgboost-model").write_bytes(b"garbage")
-    server = ServerProcess(tmp_path)
+    server = ModelServerProcess(tmp_path)
     try:
         line = server.wait_for("error:")
         assert line.startswith("sagestack-model-server error: Unable to load model: Model ")
@@ -256,7 +197,7 @@ def test_unloadable_model_exits_with_an_error_line(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the router's client
 
 
-def test_pool_pipelines_concurrent_requests_and_matches_answers(live: ServerProcess,
+def test_pool_pipelines_concurrent_requests_and_matches_answers(live: ModelServerProcess,
                                                                  models: dict[str, Path]) -> None:
     import asyncio
 
@@ -290,7 +231,7 @@ def test_pool_fails_every_request_in_flight_when_the_server_dies(models: dict[st
 
     from sagestack.serving.upstream import UpstreamError, UpstreamPool
 
-    server = ServerProcess(models["binary"]).ready()
+    server = ModelServerProcess(models["binary"]).ready()
     x = np.nan_to_num(training_data(rows=1, seed=72)[0])
 
     async def run() -> list[BaseException | object]:
@@ -316,7 +257,7 @@ def test_pool_timeout_fails_the_stuck_connection(models: dict[str, Path]) -> Non
 
     from sagestack.serving.upstream import UpstreamError, UpstreamPool
 
-    server = ServerProcess(models["binary"]).ready()
+    server = ModelServerProcess(models["binary"]).ready()
     x = np.nan_to_num(training_data(rows=1, seed=73)[0])
 
     async def run() -> tuple[list[BaseException | object], int]:
