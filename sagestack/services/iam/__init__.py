@@ -4,6 +4,7 @@ State lives in the identity tables (``sagestack.db.models.identity``) and tags i
 ``resource_tags`` keyed by ARN. Importing this package registers every handler.
 """
 
+from sagestack.authz.principals import PrincipalPolicies, principal_policies
 from sagestack.services.iam import (  # noqa: F401  (registers the handlers)
     access_keys,
     attachments,
@@ -14,7 +15,6 @@ from sagestack.services.iam import (  # noqa: F401  (registers the handlers)
 )
 from sagestack.services.iam.common import role_by_arn
 from sagestack.services.iam.managed import BUILTIN_POLICIES, seed_managed_policies
-from sagestack.services.iam.simulate import PrincipalPolicies, principal_policies
 
 __all__ = [
     "BUILTIN_POLICIES",

@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sagestack.arns import iam_arn
+from sagestack.authz.policy import Policy, PolicyError, PolicyKind, parse_policy
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.identity import IamRole, IamUser, Installation, ManagedPolicy
 from sagestack.logic import tags as tag_store
 from sagestack.services.context import RequestContext
-from sagestack.services.iam.policy_eval import Policy, PolicyError, PolicyKind, parse_policy
 from sagestack.services.pagination import decode_token, encode_token
 
 T = TypeVar("T")

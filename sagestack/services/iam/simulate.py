@@ -1,34 +1,14 @@
 """SimulatePrincipalPolicy / SimulateCustomPolicy over the stored policies.
 
-:func:`principal_policies` gathers what applies to a user or role; request
-enforcement can use it with :func:`sagestack.services.iam.policy_eval.authorize`.
+The stored policies come from :mod:`sagestack.authz.principals` and are evaluated by
+:func:`sagestack.authz.policy.authorize`, the same code that decides real requests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from sagestack.aws.errors import AwsError
-from sagestack.db.models.identity import InlinePolicy, ManagedPolicy, PolicyAttachment
-from sagestack.services import operation
-from sagestack.services.context import RequestContext
-from sagestack.services.iam.common import (
-    SERVICE,
-    db,
-    find_role,
-    find_user,
-    invalid_input,
-    no_such_entity,
-    paginate_in_order,
-    role_arn,
-    split_arn,
-    user_arn,
-)
-from sagestack.services.iam.policy_eval import (
+from sagestack.authz.policy import (
     Caller,
     Evaluation,
     PolicyError,
@@ -38,54 +18,20 @@ from sagestack.services.iam.policy_eval import (
     authorize,
     parse_policy,
 )
+from sagestack.authz.principals import principal_policies
+from sagestack.aws.errors import AwsError
+from sagestack.services import operation
+from sagestack.services.context import RequestContext
+from sagestack.services.iam.common import (
+    SERVICE,
+    db,
+    invalid_input,
+    no_such_entity,
+    paginate_in_order,
+    split_arn,
+)
 
 _SEVERITY = {"allowed": 0, "implicitDeny": 1, "explicitDeny": 2}
-
-
-@dataclass
-class PrincipalPolicies:
-    """Everything IAM evaluates for one user or role."""
-
-    arn: str
-    identity: list[PolicySource]
-    #: None when the principal has no permissions boundary.
-    boundary: list[PolicySource] | None
-
-
-def _stored_source(policy: ManagedPolicy) -> PolicySource:
-    kind = "aws-managed" if policy.aws_managed else "user-managed"
-    return PolicySource(parse_policy(policy.document), policy.name, kind, policy.arn)
-
-
-def principal_policies(
-    session: Session, principal_type: str, name: str, account: str
-) -> PrincipalPolicies | None:
-    """Attached and inline policies (and boundary) of a user or role; None if it does not exist."""
-    row = find_user(session, name) if principal_type == "user" else find_role(session, name)
-    if row is None:
-        return None
-    make_arn = user_arn if principal_type == "user" else role_arn
-    sources: list[PolicySource] = []
-    arns = session.scalars(
-        select(PolicyAttachment.policy_arn).where(
-            PolicyAttachment.principal_type == principal_type, PolicyAttachment.principal_name == row.name
-        )
-    )
-    for arn in arns:
-        policy = session.get(ManagedPolicy, arn)
-        if policy is not None:
-            sources.append(_stored_source(policy))
-    inline = session.scalars(
-        select(InlinePolicy).where(
-            InlinePolicy.principal_type == principal_type, InlinePolicy.principal_name == row.name
-        )
-    )
-    sources += [PolicySource(parse_policy(p.document), p.policy_name, principal_type) for p in inline]
-    boundary = None
-    if row.permissions_boundary:
-        policy = session.get(ManagedPolicy, row.permissions_boundary)
-        boundary = [_stored_source(policy)] if policy is not None else []
-    return PrincipalPolicies(make_arn(account, row.path, row.name), sources, boundary)
 
 
 # --------------------------------------------------------------------------- request parsing

@@ -11,6 +11,9 @@ from urllib.parse import unquote
 import pytest
 
 import sagestack.services.iam  # noqa: F401  (registers the handlers)
+from sagestack.authz.policy import (
+    parse_policy,
+)
 from sagestack.db.base import Database
 from sagestack.db.models.identity import Installation, SessionCredential
 from sagestack.db.models.tags import ResourceTag
@@ -21,9 +24,6 @@ from sagestack.services.iam import (
     seed_managed_policies,
 )
 from sagestack.services.iam import managed as managed_module
-from sagestack.services.iam.policy_eval import (
-    parse_policy,
-)
 from tests.unit.iam.support import (
     ACCOUNT,
     ASSUMED,

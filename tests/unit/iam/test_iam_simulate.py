@@ -8,12 +8,7 @@ from typing import Any
 import pytest
 
 import sagestack.services.iam  # noqa: F401  (registers the handlers)
-from sagestack.db.base import Database
-from sagestack.services import RequestContext
-from sagestack.services.iam import (
-    principal_policies,
-)
-from sagestack.services.iam.policy_eval import (
+from sagestack.authz.policy import (
     Caller,
     PolicyError,
     PolicySource,
@@ -21,6 +16,11 @@ from sagestack.services.iam.policy_eval import (
     authorize,
     evaluate,
     parse_policy,
+)
+from sagestack.db.base import Database
+from sagestack.services import RequestContext
+from sagestack.services.iam import (
+    principal_policies,
 )
 from tests.unit.iam.support import (
     ACCOUNT,
