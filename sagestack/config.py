@@ -52,6 +52,11 @@ class Settings:
         return self.data_dir / "credentials"
 
     @property
+    def policy_generation_file(self) -> Path:
+        """The counter every process of the server reads to know its authorization caches are current."""
+        return self.data_dir / "policy-generation"
+
+    @property
     def address_file(self) -> Path:
         """Where a running server records its URL, so `sagestack env` finds it."""
         return self.data_dir / "server.json"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from sagestack.arns import iam_arn, resource_arn
 from sagestack.db import Database
@@ -23,6 +23,8 @@ from sagestack.db.base import utcnow
 from sagestack.db.models.identity import AccessKey, IamRole, IamUser, Installation, SessionCredential
 
 CACHE_SECONDS = 2.0
+#: Key use (GetAccessKeyLastUsed) is written down at most this often, never once per request.
+USE_FLUSH_SECONDS = 5.0
 ADMIN_USER = "admin"
 _ALNUM = string.ascii_uppercase + string.digits
 
@@ -70,6 +72,10 @@ class CredentialStore:
         self.account_id = account_id
         self._cache: dict[str, tuple[float, Credential | None]] = {}
         self._lock = threading.Lock()
+        #: access key id -> (when, service, region) of its latest use not yet written.
+        self._uses: dict[str, tuple[datetime, str, str]] = {}
+        self._next_flush = 0.0
+        self._flush_lock = threading.Lock()
 
     def lookup(self, access_key_id: str) -> Credential | None:
         now = time.monotonic()
@@ -82,6 +88,31 @@ class CredentialStore:
                 self._cache.clear()  # bounded memory against random-key floods
             self._cache[access_key_id] = (now + CACHE_SECONDS, credential)
         return credential
+
+    def note_use(self, access_key_id: str, service: str, region: str) -> None:
+        """Remember that a long-term key signed a request; a background write records it soon.
+
+        Only the latest use per key matters, so a flood of requests costs one row write per
+        key per ``USE_FLUSH_SECONDS``, off the request's thread.
+        """
+        if not access_key_id.startswith("AKIA"):
+            return  # STS session keys are not IAM access keys
+        self._uses[access_key_id] = (utcnow(), service, region)
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._next_flush = now + USE_FLUSH_SECONDS
+            threading.Thread(target=self.flush_uses, name="key-use", daemon=True).start()
+
+    def flush_uses(self) -> None:
+        """Write down the uses noted so far (returns once they, and any write under way, are stored)."""
+        with self._flush_lock:
+            uses, self._uses = self._uses, {}
+            if not uses:
+                return
+            with self._db.transaction() as session:
+                for key_id, (when, service, region) in list(uses.items()):
+                    session.execute(update(AccessKey).where(AccessKey.access_key_id == key_id).values(
+                        last_used=when, last_used_service=service, last_used_region=region))
 
     def invalidate(self, access_key_id: str | None = None) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from sagestack.authz.authorizer import Authorizer
 from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore
@@ -79,6 +80,8 @@ class Platform:
     worker's platform has only ``router``)."""
 
     storage: ObjectStore
+    #: Decides every request the gateway serves, and what work running as a role may touch.
+    authorizer: Authorizer
     router: InvocationRouter
     training: TrainingRunner
     transform: TransformRunner

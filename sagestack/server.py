@@ -15,6 +15,8 @@ from starlette.routing import Mount
 
 from sagestack import services
 from sagestack.app import RootApp, internal_app
+from sagestack.authz.authorizer import Authorizer
+from sagestack.authz.generation import PolicyGeneration
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
@@ -54,6 +56,9 @@ def prepare(settings: Settings) -> Platform:
         seed(db)
     platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
     platform.storage = _object_store(settings, db, account_id)
+    platform.authorizer = Authorizer(db, account_id, PolicyGeneration(settings.policy_generation_file),
+                                     bucket_policy=getattr(platform.storage, "bucket_policy", None))
+    platform.authorizer.watch()
     training = TrainingController(platform)
     ended = training.recover()
     if ended:
@@ -98,7 +103,8 @@ def _object_store(settings: Settings, db: Database, account_id: str) -> ObjectSt
 
 def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None,
               tls_files: tuple[Path, Path] | None = None) -> RootApp:
-    gateway = Gateway(ServiceCatalog(), platform.credentials, platform, services.lookup)
+    gateway = Gateway(ServiceCatalog(), platform.credentials, platform, services.lookup,
+                      platform.authorizer.authorize)
     settings = platform.settings
     endpoints = platform.endpoints
     notebooks = platform.notebooks
@@ -124,6 +130,7 @@ def build_app(platform: Platform, ssl_context: ssl.SSLContext | None = None,
         platform.settings.address_file.unlink(missing_ok=True)
         await runtime.stop()
         await platform.stop()
+        platform.credentials.flush_uses()
         platform.db.dispose()
 
     proxy = NotebookProxy(notebooks)

@@ -492,6 +492,9 @@ class Request:
     #: Condition keys, any case; each maps to its values (single-valued keys: one item).
     context: Mapping[str, Sequence[str]] = field(default_factory=dict)
     caller: Caller | None = None
+    #: A resource of "*" stands for every resource (a simulation without ResourceArns). A real
+    #: request's "*" (an action with no resource type) is literal: only a Resource of "*" names it.
+    star_is_any: bool = True
 
 
 @dataclass(frozen=True)
@@ -525,6 +528,7 @@ class Evaluation:
 class _EvalState:
     missing: set[str] = field(default_factory=set)
     variables: bool = True
+    star_is_any: bool = True
 
 
 def _any_action(patterns: Iterable[str], action: str) -> bool:
@@ -540,7 +544,7 @@ def _resource_hit(
         except _Unresolved as exc:
             state.missing.add(exc.key)
             continue
-        if resource == "*" or _literal_aware_glob(text, resource):
+        if (resource == "*" and state.star_is_any) or _literal_aware_glob(text, resource):
             return True
     return False
 
@@ -576,7 +580,7 @@ def _aws_principal_matches(ident: str, caller: Caller) -> bool:
 
 def statement_applies(statement: Statement, request: Request, state: _EvalState | None = None) -> bool:
     """Does this statement cover the request (action, resource, principal, conditions)?"""
-    state = state or _EvalState()
+    state = state or _EvalState(star_is_any=request.star_is_any)
     if statement.action is not None and not _any_action(statement.action, request.action):
         return False
     if statement.not_action is not None and _any_action(statement.not_action, request.action):
@@ -601,7 +605,7 @@ def evaluate(sources: Iterable[PolicySource], request: Request) -> Evaluation:
     denies: list[Match] = []
     missing: set[str] = set()
     for source in sources:
-        state = _EvalState(variables=source.policy.version == VARIABLES_VERSION)
+        state = _EvalState(variables=source.policy.version == VARIABLES_VERSION, star_is_any=request.star_is_any)
         for statement in source.policy.statements:
             if statement_applies(statement, request, state):
                 (denies if statement.effect == "Deny" else allows).append(Match(source, statement))

@@ -39,3 +39,17 @@ class RequestContext(Generic[P]):
 Handler = Callable[[RequestContext[Any], dict[str, Any]], Any]
 #: Finds the handler of (service, operation name); None when the operation is not implemented.
 HandlerLookup = Callable[[str, str], Handler | None]
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What the request itself tells the condition keys: where it came from, how, to which region."""
+
+    source_ip: str = ""
+    secure: bool = False
+    region: str = ""
+
+
+#: ``authorize(principal, service, operation, params, facts)``: returns if the call is allowed,
+#: raises the service's AccessDenied :class:`~sagestack.aws.errors.AwsError` if not.
+Authorize = Callable[[Principal, str, str, dict[str, Any], RequestFacts], None]

@@ -24,7 +24,7 @@ from botocore.model import OperationModel
 
 from sagestack.aws import sigv4
 from sagestack.aws.catalog import Route, ServiceCatalog
-from sagestack.aws.context import HandlerLookup, RequestContext
+from sagestack.aws.context import Authorize, HandlerLookup, RequestContext, RequestFacts
 from sagestack.aws.errors import AwsError, internal_error
 from sagestack.aws.http import BodyStream, HttpRequest, HttpResponse
 from sagestack.aws.protocols.base import NO_LABELS, WireProtocol
@@ -66,14 +66,17 @@ PlatformT = TypeVar("PlatformT", bound=_Regional)
 
 
 class Gateway(Generic[PlatformT]):
-    """``handlers`` finds each operation's handler; ``platform`` reaches every handler as ``ctx.platform``."""
+    """``handlers`` finds each operation's handler; ``authorize`` decides whether its caller may run
+    it; ``platform`` reaches every handler as ``ctx.platform``."""
 
     def __init__(self, catalog: ServiceCatalog, credentials: CredentialStore, platform: PlatformT,
-                 handlers: HandlerLookup, *, virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
+                 handlers: HandlerLookup, authorize: Authorize, *,
+                 virtual_host_suffixes: tuple[str, ...] = (".localhost",)) -> None:
         self.catalog = catalog
         self.credentials = credentials
         self.platform = platform
         self.lookup = handlers
+        self.authorize = authorize
         self.virtual_host_suffixes = virtual_host_suffixes
         self._handlers: dict[tuple[str, str], tuple[Any, bool]] = {}
         #: (service, operation name) -> its model; botocore's own lookup builds a cache key per call.
@@ -119,11 +122,14 @@ class Gateway(Generic[PlatformT]):
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         raw_path = scope.get("raw_path") or scope["path"].encode()
+        client = scope.get("client")
         return HttpRequest(
             method=scope["method"],
             raw_path=raw_path.decode("latin-1").split("?", 1)[0],
             query_string=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
+            client_ip=client[0] if client else "",
+            secure=scope.get("scheme") == "https",
         )
 
     # ------------------------------------------------------------ pipeline
@@ -150,25 +156,46 @@ class Gateway(Generic[PlatformT]):
             raise AwsError("InvalidAction", "The action or operation requested is not valid.", 400)
         operation = self._operation(call)
         params = self._parse(call)
-        errors = validate(operation.input_shape, params)
-        if errors:
-            raise AwsError(route.validation_code, format_errors(errors), 400)
         handler, is_async = self._handler(route.service, operation.name)
+        region = signed.region if signed else self.platform.region
+        self.credentials.note_use(credential.principal.access_key_id, route.service, region)
         ctx = RequestContext(
             service=route.service,
             operation=operation.name,
-            region=signed.region if signed else self.platform.region,
+            region=region,
             request_id=call.request_id,
             principal=credential.principal,
             platform=self.platform,
             user_agent=request.headers.get("user-agent", ""),
             received=call.received,
         )
+        facts = RequestFacts(request.client_ip, request.secure, region)
         if is_async:
+            self._check(ctx, operation, params, facts, route.validation_code)
             result = await handler(ctx, params)
         else:
-            result = await to_thread.run_sync(handler, ctx, params)
+            # Sync handlers are checked in their worker thread, where a decision that must read the
+            # database blocks no one.
+            result = await to_thread.run_sync(self._checked_call, handler, ctx, operation, params, facts,
+                                              route.validation_code)
         return self._serialize(call, result)
+
+    def _check(self, ctx: RequestContext[PlatformT], operation: OperationModel, params: dict[str, Any],
+               facts: RequestFacts, validation_code: str) -> None:
+        """Authorize, then validate: before the handler, so a refused request changes nothing.
+
+        Authorization comes first so that a caller who may not make a call learns nothing about
+        the call from it; the resources and condition keys it needs are parsed members already.
+        """
+        self.authorize(ctx.principal, ctx.service, ctx.operation, params, facts)
+        errors = validate(operation.input_shape, params)
+        if errors:
+            raise AwsError(validation_code, format_errors(errors), 400)
+
+    def _checked_call(self, handler: Any, ctx: RequestContext[PlatformT], operation: OperationModel,
+                      params: dict[str, Any], facts: RequestFacts, validation_code: str) -> Any:
+        self._check(ctx, operation, params, facts, validation_code)
+        return handler(ctx, params)
 
     def _handler(self, service: str, name: str) -> tuple[Any, bool]:
         """The operation's handler and whether it is a coroutine function (looked up once per operation)."""

@@ -24,6 +24,9 @@ class HttpRequest:
     stream: BodyStream | None = None
     #: The path as signed when it differs from ``raw_path`` (virtual-host S3 requests).
     signed_path: str | None = None
+    #: The client's address (``aws:SourceIp``) and whether it came over TLS (``aws:SecureTransport``).
+    client_ip: str = ""
+    secure: bool = False
     query: dict[str, list[str]] = field(init=False)
 
     def __post_init__(self) -> None:

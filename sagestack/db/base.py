@@ -8,7 +8,7 @@ owned by Alembic: :meth:`Database.migrate` brings any database to head on start.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +106,33 @@ class Database:
         finally:
             if lock is not None:
                 lock.release()
+
+    def on_commit_of(self, models: tuple[type[Base], ...], callback: Callable[[], None]) -> None:
+        """Call ``callback`` after every commit that inserted, changed or deleted rows of ``models``.
+
+        Both ORM flushes and bulk ``update()``/``delete()`` statements count, so a cache of
+        derived state (authorization decisions) can never outlive the rows it came from.
+        """
+        mark = f"changed:{id(callback)}"
+
+        def on_flush(session: Session, _context: Any) -> None:
+            if any(isinstance(row, models) for rows in (session.new, session.dirty, session.deleted)
+                   for row in rows):
+                session.info[mark] = True
+
+        def on_execute(state: Any) -> None:
+            mapper = state.bind_arguments.get("mapper")
+            if (state.is_update or state.is_delete) and mapper is not None and issubclass(mapper.class_, models):
+                state.session.info[mark] = True
+
+        def on_commit(session: Session) -> None:
+            if session.info.pop(mark, False):
+                callback()
+
+        event.listen(self._sessions, "after_flush", on_flush)
+        event.listen(self._sessions, "do_orm_execute", on_execute)
+        event.listen(self._sessions, "after_commit", on_commit)
+        event.listen(self._sessions, "after_rollback", lambda session: session.info.pop(mark, None))
 
     def migrate(self) -> None:
         """Apply every Alembic migration up to head."""

@@ -160,6 +160,12 @@ class _Connection(Http1Connection):
 
     # ----------------------------------------------------------------- transport events
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else ""
+        self.secure = transport.get_extra_info("sslcontext") is not None
+
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.worker is not None:
@@ -194,7 +200,7 @@ class _Connection(Http1Connection):
     def request_complete(self, body: bytes) -> None:
         path, _, query = self.url.decode("latin-1").partition("?")
         request = HttpRequest(method=self.parser.get_method().decode(), raw_path=path, query_string=query,
-                              headers=self.headers, body=body)
+                              headers=self.headers, body=body, client_ip=self.client_ip, secure=self.secure)
         self._enqueue(request, self.parser.should_keep_alive())
 
     def rejected_body_read(self) -> None:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 from sagestack import services
+from sagestack.authz.authorizer import Authorizer
+from sagestack.authz.generation import PolicyGeneration
 from sagestack.aws.catalog import ServiceCatalog
 from sagestack.aws.gateway import Gateway
 from sagestack.config import Settings
@@ -71,7 +73,10 @@ class FrontWorker:
         self.mirror = TableMirror(router)
         platform = Platform(settings, db, config["account_id"], credentials)
         platform.router = router
-        gateway = Gateway(ServiceCatalog(), credentials, platform, services.lookup)
+        # Decides alone: it reads the policies from the same database, and the main process's
+        # changes reach its caches through the shared policy generation.
+        platform.authorizer = Authorizer(db, config["account_id"], PolicyGeneration(settings.policy_generation_file))
+        gateway = Gateway(ServiceCatalog(), credentials, platform, services.lookup, platform.authorizer.authorize)
         self.front = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
         self.front.attach(_ssl_context(config.get("tls")))
         self._tasks.append(asyncio.create_task(self._apply_tables()))

@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import delete
 
 from sagestack.arns import iam_arn, resource_arn
+from sagestack.authz.policy import Caller
+from sagestack.authz.roles import trust_allows
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import IamRole, SessionCredential
@@ -35,12 +37,19 @@ def _role_name_of(arn: str, account_id: str) -> str:
 def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     role_arn = params["RoleArn"]
     session_name = params["RoleSessionName"]
+    for unsupported in ("Policy", "PolicyArns"):
+        if params.get(unsupported):
+            # Session policies would narrow the session's permissions; ignoring them would grant more.
+            raise AwsError("ValidationError", f"sagestack does not support session policies yet: remove {unsupported} "
+                           "and give the role itself the narrower policy.", 400)
     name = _role_name_of(role_arn, ctx.account_id)
     duration = params.get("DurationSeconds", 3600)
     db = ctx.platform.db
     with db.transaction() as session:
         role = session.get(IamRole, name)
-        if role is None:
+        caller = Caller(arn=ctx.principal.arn, account_id=ctx.account_id)
+        # The gateway has checked the caller's own policies; the role's trust policy must let it in too.
+        if role is None or not trust_allows(role.assume_role_policy_document, role_arn, caller):
             raise AwsError(
                 "AccessDenied",
                 f"User: {ctx.principal.arn} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",

@@ -225,7 +225,12 @@ TRUST = json.dumps(
 
 def test_assume_role_credentials_work_until_they_expire(server: ServerProcess) -> None:
     iam = server.client("iam")
-    role = iam.create_role(RoleName="assume-test", AssumeRolePolicyDocument=TRUST)["Role"]
+    account = server.client("sts").get_caller_identity()["Account"]
+    # The role must trust the caller, not only SageMaker: the account's identities, decided by their policies.
+    trust = json.loads(TRUST)
+    trust["Statement"].append({"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                               "Action": "sts:AssumeRole"})
+    role = iam.create_role(RoleName="assume-test", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
     creds = server.client("sts").assume_role(RoleArn=role["Arn"], RoleSessionName="s1")["Credentials"]
     assert creds["AccessKeyId"].startswith("ASIA")
     assumed = server.client(

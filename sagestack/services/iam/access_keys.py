@@ -117,6 +117,8 @@ def get_access_key_last_used(ctx: RequestContext, params: dict[str, Any]) -> dic
             f"on resource: access key {key_id}",
             403,
         )
-    # Key use is not recorded (that would take the gateway noting each signature), so every
-    # key reads as never used: AWS's answer for such keys, with no LastUsedDate.
-    return {"UserName": key.user_name, "AccessKeyLastUsed": {"ServiceName": "N/A", "Region": "N/A"}}
+    if key.last_used is None:  # never signed a request: AWS's answer has no LastUsedDate
+        return {"UserName": key.user_name, "AccessKeyLastUsed": {"ServiceName": "N/A", "Region": "N/A"}}
+    return {"UserName": key.user_name, "AccessKeyLastUsed": {
+        "LastUsedDate": key.last_used, "ServiceName": key.last_used_service or "N/A",
+        "Region": key.last_used_region or "N/A"}}

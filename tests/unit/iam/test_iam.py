@@ -17,6 +17,7 @@ from sagestack.authz.policy import (
 from sagestack.db.base import Database
 from sagestack.db.models.identity import Installation, SessionCredential
 from sagestack.db.models.tags import ResourceTag
+from sagestack.identity import CredentialStore
 from sagestack.services import RequestContext
 from sagestack.services.iam import (
     BUILTIN_POLICIES,
@@ -230,6 +231,12 @@ def test_access_key_last_used(ctx: RequestContext, database: Database) -> None:
     key = call(ctx, "CreateAccessKey")["AccessKey"]["AccessKeyId"]
     never = call(ctx, "GetAccessKeyLastUsed", AccessKeyId=key)
     assert never == {"UserName": "admin", "AccessKeyLastUsed": {"ServiceName": "N/A", "Region": "N/A"}}
+    store = CredentialStore(database, ACCOUNT)
+    store.note_use(key, "sagemaker", "us-east-1")
+    store.flush_uses()
+    used = call(ctx, "GetAccessKeyLastUsed", AccessKeyId=key)["AccessKeyLastUsed"]
+    assert used["ServiceName"] == "sagemaker" and used["Region"] == "us-east-1"
+    assert (datetime.now(UTC) - used["LastUsedDate"]).total_seconds() < 60
     fails(ctx, "GetAccessKeyLastUsed", "AccessDenied", 403, AccessKeyId="AKIAAAAAAAAAAAAAAAAA")
 
 

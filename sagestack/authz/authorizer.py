@@ -1,0 +1,320 @@
+"""The request path's authorization step: may this principal make this call?
+
+The gateway calls :meth:`Authorizer.authorize` after a request is authenticated, parsed and
+validated, before its handler runs, so a denied request changes nothing. The checks come from the
+operation's action table (:mod:`sagestack.authz.actions`); the policies from the IAM tables
+(:mod:`sagestack.authz.principals`) and, for S3, the bucket's policy; the decision from the same
+evaluator SimulatePrincipalPolicy uses (:mod:`sagestack.authz.policy`).
+
+Decisions are cached per (caller, action, resource, the condition values the caller's policies
+read). Any committed change to a policy, attachment, group, user, role or tag bumps the shared
+:class:`~sagestack.authz.generation.PolicyGeneration`, which empties every cache of every process
+before its next decision, so a detached policy stops allowing from the next request on.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from sagestack.arns import iam_arn
+from sagestack.authz import actions
+from sagestack.authz.actions import Check, ServiceTable
+from sagestack.authz.generation import PolicyGeneration
+from sagestack.authz.policy import (
+    Caller,
+    Evaluation,
+    Policy,
+    PolicyError,
+    PolicySource,
+    Request,
+    authorize,
+    evaluate,
+    parse_policy,
+)
+from sagestack.authz.principals import principal_policies
+from sagestack.aws.context import RequestFacts
+from sagestack.aws.errors import AwsError
+from sagestack.db import Database
+from sagestack.db.models.identity import (
+    IamRole,
+    IamUser,
+    InlinePolicy,
+    ManagedPolicy,
+    PolicyAttachment,
+    PolicyVersion,
+)
+from sagestack.db.models.tags import ResourceTag
+from sagestack.identity import Principal
+from sagestack.logic import tags as tag_store
+
+#: Condition keys whose value changes from one second to the next: a decision that reads them is not cached.
+TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime"})
+#: Bounded caches: a flood of distinct resources costs a re-evaluation, never unbounded memory.
+MAX_CACHED = 50_000
+
+BucketPolicyLookup = Callable[[str], str | None]
+#: The rows a decision is made of: who exists (and on which path), their policies, tags.
+DECIDING_TABLES: tuple[type, ...] = (IamUser, IamRole, ManagedPolicy, PolicyVersion, InlinePolicy,
+                                     PolicyAttachment, ResourceTag)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """What decides for one caller: its identity policies, its boundary, the keys they read."""
+
+    principal_arn: str
+    identity: tuple[PolicySource, ...]
+    boundary: tuple[PolicySource, ...] | None
+    #: Lower-case condition keys and policy variables the documents use.
+    keys: frozenset[str]
+
+
+def _keys_of(policies: Iterable[Policy]) -> frozenset[str]:
+    keys: set[str] = set()
+    for policy in policies:
+        for statement in policy.statements:
+            keys.update(c.key.lower() for c in statement.conditions)
+            for pattern in (statement.resource or ()) + (statement.not_resource or ()):
+                keys.update(v.partition(",")[0].strip().lower() for v in _variables(pattern))
+            for condition in statement.conditions:
+                for value in condition.values:
+                    keys.update(v.partition(",")[0].strip().lower() for v in _variables(value))
+    return frozenset(keys)
+
+
+def _variables(text: str) -> list[str]:
+    return actions._PLACEHOLDER.findall(text) if "${" in text else []
+
+
+class Authorizer:
+    """Decides every non-admin request; one per process (the main one, each front worker)."""
+
+    def __init__(self, db: Database, account_id: str, generation: PolicyGeneration,
+                 bucket_policy: BucketPolicyLookup | None = None,
+                 tables: Callable[[str], ServiceTable] = actions.table) -> None:
+        self.db = db
+        self.tables = tables
+        self.account_id = account_id
+        self.generation = generation
+        self.bucket_policy = bucket_policy
+        self._lock = threading.Lock()
+        self._seen = -1
+        self._policy_sets: dict[tuple[str, str], PolicySet] = {}
+        self._bucket_policies: dict[str, PolicySource | None] = {}
+        self._paths: dict[tuple[str, str], str] = {}
+        self._decisions: dict[tuple[Any, ...], AwsError | None] = {}
+        self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
+
+    def watch(self, *extra: type) -> None:
+        """Bump the generation after every commit that can change a decision (the main process only).
+
+        ``extra``: more tables whose rows decide (the object store's bucket policies).
+        """
+        self.db.on_commit_of((*DECIDING_TABLES, *extra), self.generation.bump)
+
+    # ------------------------------------------------------------------ the decision
+    def authorize(self, principal: Principal, service: str, operation: str, params: dict[str, Any],
+                  facts: RequestFacts) -> None:
+        """Return if ``principal`` may make this call; raise the service's AccessDenied error if not."""
+        if principal.is_admin:
+            return
+        self._sync()
+        service_table = self.tables(service)
+        checks = service_table.operations.get(operation)
+        if checks is None:  # the tables cover every operation of the models; this is a packaging bug
+            raise self._denied(service_table, principal, f"{service}:{operation}", "*", "implicit-identity")
+        region = facts.region
+        for check in checks:
+            if not check.applies(params):
+                continue
+            for resource in check.resource_arns(params, region, self.account_id, self._lookups):
+                denial = self._decide(service_table, principal, check, _normal(resource), params, facts)
+                if denial is not None:
+                    raise denial
+
+    def _decide(self, service_table: ServiceTable, principal: Principal, check: Check, resource: str,
+                params: dict[str, Any], facts: RequestFacts) -> AwsError | None:
+        policies = self._policies(principal)
+        resource_policy = self._resource_policy(check.action, resource)
+        keys = policies.keys | (_keys_of([resource_policy.policy]) if resource_policy else frozenset())
+        context = self._context(keys, principal, policies, check, resource, params, facts) if keys else {}
+        cacheable = not (keys & TIME_KEYS)
+        cache_key = (principal.user_id, principal.arn, check.action, resource,
+                     tuple(sorted((k, tuple(v)) for k, v in context.items())))
+        if cacheable:
+            hit = self._decisions.get(cache_key, False)
+            if hit is not False:
+                return hit  # type: ignore[return-value]
+        caller = Caller(arn=principal.arn, account_id=principal.account_id)
+        request = Request(check.action, resource, context, caller, star_is_any=False)
+        evaluation = authorize(request, policies.identity, policies.boundary, resource_policy)
+        denial = None
+        if evaluation.decision != "allowed":
+            reason = _reason(evaluation)
+            if reason == "boundary" and evaluate(policies.identity, request).decision != "allowed":
+                reason = "implicit-identity"  # the boundary is not what is missing
+            denial = self._denied(service_table, principal, check.action, resource, reason)
+        if cacheable:
+            if len(self._decisions) > MAX_CACHED:
+                self._decisions.clear()
+            self._decisions[cache_key] = denial
+        return denial
+
+    def _denied(self, service_table: ServiceTable, principal: Principal, action: str, resource: str,
+                reason: str) -> AwsError:
+        shown = f'"{resource}"' if action.startswith("s3:") else resource
+        head = f"User: {principal.arn} is not authorized to perform: {action} on resource: {shown}"
+        message = {
+            "explicit-identity": f"{head} with an explicit deny in an identity-based policy",
+            "explicit-resource": f"{head} with an explicit deny in a resource-based policy",
+            "boundary": f"{head} because no permissions boundary allows the {action} action",
+            "implicit-identity": f"{head} because no identity-based policy allows the {action} action",
+        }[reason]
+        denial = service_table.denial
+        return AwsError(denial.code, message, denial.status)
+
+    # ------------------------------------------------------------------ caches
+    def _sync(self) -> None:
+        current = self.generation.current
+        if current != self._seen:
+            with self._lock:
+                self._policy_sets.clear()
+                self._bucket_policies.clear()
+                self._paths.clear()
+                self._decisions.clear()
+                self._seen = current
+
+    def _policies(self, principal: Principal) -> PolicySet:
+        kind = "role" if principal.kind == "assumed-role" else "user"
+        found = self._policy_sets.get((kind, principal.name))
+        if found is None:
+            found = self._policy_sets[(kind, principal.name)] = self._load_policies(kind, principal.name)
+        return found
+
+    def _load_policies(self, kind: str, name: str) -> PolicySet:
+        with self.db.session() as session:
+            try:
+                stored = principal_policies(session, kind, name, self.account_id)
+            except PolicyError:
+                stored = None  # a stored document IAM would not accept grants nothing
+        if stored is None:  # the user or role is gone: nothing allows it
+            return PolicySet(iam_arn(self.account_id, kind, "/", name), (), None, frozenset())
+        documents = [s.policy for s in stored.identity + (stored.boundary or [])]
+        boundary = tuple(stored.boundary) if stored.boundary is not None else None
+        return PolicySet(stored.arn, tuple(stored.identity), boundary, _keys_of(documents))
+
+    def _resource_policy(self, action: str, resource: str) -> PolicySource | None:
+        if self.bucket_policy is None or not action.startswith("s3:") or not resource.startswith("arn:aws:s3:::"):
+            return None
+        bucket = resource[len("arn:aws:s3:::"):].split("/", 1)[0]
+        if not bucket or "*" in bucket:
+            return None
+        if bucket not in self._bucket_policies:
+            document = self.bucket_policy(bucket)
+            source = None
+            if document:
+                try:
+                    source = PolicySource(parse_policy(document, "resource"), bucket, "resource")
+                except PolicyError:
+                    source = None
+            self._bucket_policies[bucket] = source
+        return self._bucket_policies[bucket]
+
+    # ------------------------------------------------------------------ condition keys
+    def _context(self, keys: frozenset[str], principal: Principal, policies: PolicySet, check: Check,
+                 resource: str, params: dict[str, Any], facts: RequestFacts) -> dict[str, list[str]]:
+        """The values of the keys the policies read, and only those (most policies read none)."""
+        context: dict[str, list[str]] = {}
+        request_keys = check.request_context(params) if check.conditions or check.fixed else {}
+        for key in keys:
+            value = _global_key(key, principal, policies, facts)
+            if value is None:
+                value = request_keys.get(key)
+            if value is not None:
+                context[key] = value
+        if check.resource_tags and any(_is_resource_tag(k) for k in keys):
+            prefix = check.action.split(":", 1)[0]
+            for tag_key, tag_value in self._resource_tags(resource).items():
+                for name in (f"aws:resourcetag/{tag_key.lower()}", f"{prefix}:resourcetag/{tag_key.lower()}"):
+                    if name in keys:
+                        context[name] = [tag_value]
+        return context
+
+    def _resource_tags(self, resource: str) -> dict[str, str]:
+        with self.db.session() as session:
+            return tag_store.tag_map(session, resource)
+
+    # ------------------------------------------------------------------ IAM paths for ARNs
+    def _user_path(self, name: str) -> str:
+        return self._path_of("user", IamUser, name)
+
+    def _role_path(self, name: str) -> str:
+        return self._path_of("role", IamRole, name)
+
+    def _group_path(self, name: str) -> str:
+        from sagestack.db.models import identity as models
+
+        model = getattr(models, "IamGroup", None)
+        return self._path_of("group", model, name) if model is not None else name
+
+    def _path_of(self, kind: str, model: Any, name: str) -> str:
+        """``path + name`` of an IAM entity, as its ARN spells it (``/`` for one that does not exist)."""
+        found = self._paths.get((kind, name))
+        if found is None:
+            with self.db.session() as session:
+                path = session.scalar(select(model.path).where(func.lower(model.name) == name.lower()))
+            found = self._paths[(kind, name)] = (path or "/").lstrip("/") + name
+        return found
+
+
+def _is_resource_tag(key: str) -> bool:
+    return key.startswith("aws:resourcetag/") or ":resourcetag/" in key
+
+
+def _global_key(key: str, principal: Principal, policies: PolicySet, facts: RequestFacts) -> list[str] | None:
+    """The global condition keys AWS sets on every request (None: not a global key, or not set)."""
+    if not key.startswith("aws:"):
+        return None
+    user = principal.kind == "user"
+    values: dict[str, Callable[[], list[str]]] = {
+        "aws:sourceip": lambda: [facts.source_ip] if facts.source_ip else [],
+        "aws:securetransport": lambda: ["true" if facts.secure else "false"],
+        "aws:currenttime": lambda: [datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
+        "aws:epochtime": lambda: [str(int(time.time()))],
+        # For a role's session AWS gives the role's ARN here, not the session's.
+        "aws:principalarn": lambda: [policies.principal_arn],
+        "aws:username": lambda: [principal.name] if user else [],
+        "aws:userid": lambda: [principal.user_id],
+        "aws:principalaccount": lambda: [principal.account_id],
+        "aws:principaltype": lambda: ["User" if user else "AssumedRole"],
+        "aws:requestedregion": lambda: [facts.region] if facts.region else [],
+    }
+    compute = values.get(key)
+    if compute is None:
+        return None
+    return compute() or None
+
+
+def _normal(resource: str) -> str:
+    """SageMaker spells resource names in lower case in its ARNs, and authorizes against those."""
+    if resource.startswith("arn:aws:sagemaker:"):
+        head, sep, name = resource.partition("/")
+        return head + sep + name.lower()
+    return resource
+
+
+def _reason(evaluation: Evaluation) -> str:
+    if evaluation.decision == "explicitDeny":
+        if any(m.source.source_type == "resource" for m in evaluation.matched):
+            return "explicit-resource"
+        return "explicit-identity"
+    if evaluation.allowed_by_boundary is False:
+        return "boundary"
+    return "implicit-identity"

@@ -1,0 +1,233 @@
+"""IAM authorization on every request, over a real server with boto3 and the AWS CLI.
+
+A user is what its policies make it: nothing without one, read-only with AmazonS3ReadOnlyAccess,
+capped by a permissions boundary, stopped by an explicit Deny, refused a role it may not pass.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import botocore.session
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from botocore.model import Shape
+
+from sagestack import services
+from sagestack.aws.catalog import ServiceCatalog
+from sagestack.testing.server_process import ServerProcess
+
+DENIED = {"AccessDenied", "AccessDeniedException"}
+#: Operations AWS lets anyone with valid credentials make.
+NO_PERMISSION_NEEDED = {("sts", "GetCallerIdentity")}
+TRUST = json.dumps({"Version": "2012-10-17", "Statement": [{
+    "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+
+
+def _doc(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+class User:
+    """An IAM user of the server and clients that sign as it."""
+
+    def __init__(self, server: ServerProcess, name: str) -> None:
+        self.server, self.name = server, name
+        iam = server.client("iam")
+        self.arn = iam.create_user(UserName=name)["User"]["Arn"]
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+
+    def client(self, service: str, **config: Any) -> Any:
+        return self.server.client(service, aws_access_key_id=self.key_id, aws_secret_access_key=self.secret,
+                                  config=Config(retries={"max_attempts": 1}, **config))
+
+
+@pytest.fixture
+def user(server: ServerProcess) -> Iterator[User]:
+    yield User(server, f"u-{uuid.uuid4().hex[:10]}")
+
+
+def _denied(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
+    error = excinfo.value.response["Error"]
+    assert error["Code"] in DENIED, error
+    return error["Message"]
+
+
+# ---------------------------------------------------------------- every operation
+
+
+def _value(shape: Shape, depth: int = 0) -> Any:
+    """A small value of the shape: required members only, simple strings."""
+    kind, meta = shape.type_name, shape.metadata
+    if kind == "structure":
+        return {name: _value(member, depth + 1) for name, member in shape.members.items()
+                if name in shape.required_members and depth < 6}
+    if kind == "list":
+        return [_value(shape.member, depth + 1)]
+    if kind == "map":
+        return {"k": _value(shape.value, depth + 1)}
+    if kind == "string":
+        if meta.get("enum"):
+            return meta["enum"][0]
+        return "abc" + "x" * max(0, meta.get("min", 0) - 3)
+    if kind in ("integer", "long", "short", "byte"):
+        return max(1, meta.get("min", 1))
+    if kind in ("float", "double"):
+        return 1.0
+    if kind == "boolean":
+        return True
+    if kind == "timestamp":
+        return datetime(2024, 1, 1, tzinfo=UTC)
+    if kind == "blob":
+        return b"abc"
+    raise AssertionError(kind)
+
+
+def _implemented() -> list[tuple[str, str]]:
+    services.load_all()
+    catalog = ServiceCatalog()
+    return [(service, name) for service in catalog.SERVICES
+            for name in catalog.model(service).operation_names if services.lookup(service, name)]
+
+
+def test_a_user_without_policies_is_denied_every_operation(server: ServerProcess, user: User) -> None:
+    session = botocore.session.get_session()
+    wrong = []
+    for service, name in _implemented():
+        client = user.client(service, parameter_validation=False)
+        model = session.get_service_model(service).operation_model(name)
+        params = _value(model.input_shape) if model.input_shape is not None else {}
+        method = getattr(client, botocore.xform_name(name))
+        try:
+            method(**params)
+            outcome = "succeeded"
+        except ClientError as exc:
+            error = exc.response["Error"]
+            status = exc.response["ResponseMetadata"]["HTTPStatusCode"]
+            outcome = "denied" if error.get("Code") in DENIED and status < 500 else f"{status} {error.get('Code')}"
+        expected = "succeeded" if (service, name) in NO_PERMISSION_NEEDED else "denied"
+        if outcome != expected:
+            wrong.append(f"{service} {name}: {outcome}")
+    assert not wrong, "\n".join(wrong)
+
+
+# ---------------------------------------------------------------- policies that decide
+
+
+def test_s3_read_only_access_reads_and_does_not_write(server: ServerProcess, user: User) -> None:
+    admin_s3 = server.client("s3")
+    bucket = f"ro-{uuid.uuid4().hex[:8]}"
+    admin_s3.create_bucket(Bucket=bucket)
+    admin_s3.put_object(Bucket=bucket, Key="data.csv", Body=b"1,2\n")
+    server.client("iam").attach_user_policy(UserName=user.name,
+                                            PolicyArn="arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess")
+    s3 = user.client("s3")
+    assert s3.get_object(Bucket=bucket, Key="data.csv")["Body"].read() == b"1,2\n"
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["data.csv"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="new.csv", Body=b"x")
+    message = _denied(excinfo)
+    assert message == (f'User: {user.arn} is not authorized to perform: s3:PutObject on resource: '
+                       f'"arn:aws:s3:::{bucket}/new.csv" because no identity-based policy allows the '
+                       's3:PutObject action')
+    with pytest.raises(ClientError) as excinfo:
+        s3.delete_object(Bucket=bucket, Key="data.csv")
+    _denied(excinfo)
+    assert admin_s3.head_object(Bucket=bucket, Key="data.csv")["ContentLength"] == 4
+    with pytest.raises(ClientError) as excinfo:
+        user.client("sagemaker").list_training_jobs()
+    _denied(excinfo)
+
+
+def test_a_detached_policy_stops_allowing_at_the_next_request(server: ServerProcess, user: User) -> None:
+    iam = server.client("iam")
+    arn = "arn:aws:iam::aws:policy/AmazonSageMakerReadOnly"
+    iam.attach_user_policy(UserName=user.name, PolicyArn=arn)
+    sagemaker = user.client("sagemaker")
+    sagemaker.list_training_jobs()
+    iam.detach_user_policy(UserName=user.name, PolicyArn=arn)
+    with pytest.raises(ClientError) as excinfo:
+        sagemaker.list_training_jobs()
+    _denied(excinfo)
+
+
+def test_a_permissions_boundary_limits_an_admin_like_policy(server: ServerProcess, user: User) -> None:
+    iam = server.client("iam")
+    iam.put_user_policy(UserName=user.name, PolicyName="everything", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": "*", "Resource": "*"}))
+    boundary = iam.create_policy(PolicyName=f"b-{user.name}", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": ["s3:List*", "s3:Get*"], "Resource": "*"}))["Policy"]["Arn"]
+    iam.put_user_permissions_boundary(UserName=user.name, PermissionsBoundary=boundary)
+    user.client("s3").list_buckets()
+    with pytest.raises(ClientError) as excinfo:
+        user.client("s3").create_bucket(Bucket=f"nope-{uuid.uuid4().hex[:8]}")
+    assert "because no permissions boundary allows the s3:CreateBucket action" in _denied(excinfo)
+    with pytest.raises(ClientError) as excinfo:
+        user.client("iam").attach_user_policy(UserName=user.name,
+                                              PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess")
+    _denied(excinfo)
+
+
+def test_explicit_deny_beats_allow(server: ServerProcess, user: User) -> None:
+    iam = server.client("iam")
+    iam.put_user_policy(UserName=user.name, PolicyName="allow", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": "logs:*", "Resource": "*"}))
+    iam.put_user_policy(UserName=user.name, PolicyName="deny", PolicyDocument=_doc(
+        {"Effect": "Deny", "Action": "logs:CreateLogGroup", "Resource": "*"}))
+    logs = user.client("logs")
+    logs.describe_log_groups()
+    with pytest.raises(ClientError) as excinfo:
+        logs.create_log_group(logGroupName=f"/denied/{user.name}")
+    assert _denied(excinfo).endswith("with an explicit deny in an identity-based policy")
+    names = [g["logGroupName"] for g in server.client("logs").describe_log_groups(
+        logGroupNamePrefix="/denied/")["logGroups"]]
+    assert f"/denied/{user.name}" not in names
+
+
+def test_without_pass_role_no_training_job_starts(server: ServerProcess, user: User) -> None:
+    iam = server.client("iam")
+    role = iam.create_role(RoleName=f"r-{user.name}", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+    iam.put_user_policy(UserName=user.name, PolicyName="all-but-pass", PolicyDocument=_doc(
+        {"Effect": "Allow", "NotAction": "iam:PassRole", "Resource": "*"}))
+    job = f"j-{user.name}"
+    with pytest.raises(ClientError) as excinfo:
+        user.client("sagemaker").create_training_job(
+            TrainingJobName=job, RoleArn=role,
+            AlgorithmSpecification={"TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/"
+                                                     "sagemaker-xgboost:1.7-1", "TrainingInputMode": "File"},
+            OutputDataConfig={"S3OutputPath": "s3://nowhere/out"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            StoppingCondition={"MaxRuntimeInSeconds": 60})
+    assert f"perform: iam:PassRole on resource: {role}" in _denied(excinfo)
+    with pytest.raises(ClientError) as excinfo:
+        server.client("sagemaker").describe_training_job(TrainingJobName=job)
+    assert excinfo.value.response["Error"]["Code"] == "ValidationException"  # nothing was created
+
+
+def test_the_aws_cli_reports_the_denial(server: ServerProcess, user: User) -> None:
+    env = server.subprocess_env({"AWS_ACCESS_KEY_ID": user.key_id, "AWS_SECRET_ACCESS_KEY": user.secret})
+    done = subprocess.run([sys.executable, "-m", "awscli", "sagemaker", "list-endpoints"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "AccessDeniedException" in done.stderr
+    assert f"User: {user.arn} is not authorized to perform: sagemaker:ListEndpoints" in done.stderr
+
+
+def test_the_runtime_port_authorizes_too(server: ServerProcess, user: User) -> None:
+    runtime = user.client("sagemaker-runtime")
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"1,2", ContentType="text/csv")
+    assert "sagemaker:InvokeEndpoint on resource: arn:aws:sagemaker:" in _denied(excinfo)
+    server.client("iam").put_user_policy(UserName=user.name, PolicyName="invoke", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": "sagemaker:InvokeEndpoint", "Resource": "*"}))
+    with pytest.raises(ClientError) as excinfo:
+        runtime.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"1,2", ContentType="text/csv")
+    assert excinfo.value.response["Error"]["Code"] == "ValidationError"  # allowed: past authorization
