@@ -1,155 +1,112 @@
 """AWS managed policies that exist out of the box (arn:aws:iam::aws:policy/...).
 
-The documents are sagestack's own short equivalents of the AWS policies of the
-same names, covering the services sagestack speaks. :func:`seed_managed_policies`
-runs at every start: it adds missing policies and, when a document here
-changed, stores it as a new default version (as AWS does when it updates one).
+The documents are AWS's own, kept as data: one file per policy in
+``sagestack/authz/managed/<PolicyName>.json``, holding ``PolicyName``, ``Path``,
+``Description``, ``DefaultVersionId`` and ``Document`` (the default version's
+document, exactly as AWS's GetPolicyVersion returns it).
+
+Where they come from: MAMIP, now IAMTrail (https://github.com/zoph-io/IAMTrail,
+formerly github.com/z0ph/MAMIP), which records AWS's answers for every AWS managed
+policy: ``policies/<PolicyName>`` (GetPolicyVersion of the default version) and
+``policies-list.json`` (ListPolicies: path, default version id). The descriptions
+are AWS's (ListPolicies / GetPolicy; the AWS Managed Policy Reference shows them too).
+The files in this tree were taken from IAMTrail's commit of 2026-08-22.
+
+To refresh them, or add one: ``git clone --depth 1 https://github.com/zoph-io/IAMTrail
+/tmp/iamtrail`` then ``python tools/update_managed_policies.py /tmp/iamtrail [Name ...]
+[--description TEXT]``, and commit the changed files. Every file is checked with
+:func:`sagestack.authz.policy.parse_policy` when this module loads.
+
+:func:`seed_managed_policies` runs at every start: it adds missing policies and,
+when a document here changed, stores it as a new default version (as AWS does when
+it updates one). Version ids are AWS's: the seeded default version is the one AWS
+reports (e.g. AmazonSageMakerFullAccess v29), not v1.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sagestack.authz.policy import PolicyError, parse_policy
 from sagestack.db import Database
-from sagestack.db.models.identity import ManagedPolicy
+from sagestack.db.models.identity import ManagedPolicy, PolicyVersion
 from sagestack.services import seeder
 from sagestack.services.iam.common import AWS_POLICY_PREFIX
-from sagestack.services.iam.policies import MAX_VERSIONS, add_version, new_policy, versions_of
+from sagestack.services.iam.policies import MAX_VERSIONS, add_version, make_default, new_policy, versions_of
+
+_VERSION_RE = re.compile(r"v([1-9][0-9]*)")
+_PATH_RE = re.compile(r"/(?:[\x21-\x7e]+/)?")
 
 
 @dataclass(frozen=True)
 class BuiltinPolicy:
     name: str
     description: str
-    statements: tuple[dict[str, Any], ...]
+    #: The default version's document, pretty-printed like the ones AWS returns.
+    document: str
     path: str = "/"
+    #: The id AWS gives the default version (``v<n>``).
+    version_id: str = "v1"
 
     @property
     def arn(self) -> str:
         return f"{AWS_POLICY_PREFIX}{self.path}{self.name}"
 
     @property
-    def document(self) -> str:
-        # Pretty-printed like the documents AWS returns for its own policies.
-        return json.dumps({"Version": "2012-10-17", "Statement": list(self.statements)}, indent=4)
+    def version_number(self) -> int:
+        return int(self.version_id[1:])
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any], origin: str = "<data>") -> BuiltinPolicy:
+        """One data file's content; raises ValueError when it is not a valid entry."""
+        try:
+            name, path = data["PolicyName"], data["Path"]
+            description, version_id, document = data["Description"], data["DefaultVersionId"], data["Document"]
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{origin}: missing {exc}") from None
+        if not (isinstance(version_id, str) and _VERSION_RE.fullmatch(version_id)):
+            raise ValueError(f"{origin}: DefaultVersionId {version_id!r} is not v<n>")
+        if not (isinstance(path, str) and _PATH_RE.fullmatch(path)):
+            raise ValueError(f"{origin}: Path {path!r} is not an IAM path")
+        if not isinstance(description, str) or len(description) > 1000:
+            raise ValueError(f"{origin}: Description must be a string of at most 1000 characters")
+        try:
+            parse_policy(document, "identity")
+        except PolicyError as exc:
+            raise ValueError(f"{origin}: the document does not parse: {exc}") from None
+        return cls(name, description, json.dumps(document, indent=4), path, version_id)
 
 
-def _allow(sid: str, actions: list[str], resources: list[str] | str = "*", **extra: Any) -> dict[str, Any]:
-    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources, **extra}
+#: Where the AWS documents live (package data).
+MANAGED_POLICY_DIR: Traversable = resources.files("sagestack") / "authz" / "managed"
 
 
-_SAGEMAKER_BUCKETS = [
-    "arn:aws:s3:::*SageMaker*",
-    "arn:aws:s3:::*Sagemaker*",
-    "arn:aws:s3:::*sagemaker*",
-]
+def load_builtin_policies(directory: Traversable | None = None) -> tuple[BuiltinPolicy, ...]:
+    """Every ``<PolicyName>.json`` of ``directory`` (default: the packaged ones), by name."""
+    directory = directory or MANAGED_POLICY_DIR
+    out = []
+    for item in sorted(directory.iterdir(), key=lambda i: i.name):
+        if not item.name.endswith(".json"):
+            continue
+        policy = BuiltinPolicy.from_data(json.loads(item.read_text(encoding="utf-8")), item.name)
+        if f"{policy.name}.json" != item.name:
+            raise ValueError(f"{item.name}: holds PolicyName {policy.name!r}")
+        out.append(policy)
+    if not out:
+        raise ValueError(f"no managed policy documents in {directory}")
+    return tuple(out)
 
-BUILTIN_POLICIES: tuple[BuiltinPolicy, ...] = (
-    BuiltinPolicy(
-        "AdministratorAccess",
-        "Provides full access to every service and resource.",
-        (_allow("AllowEverything", ["*"]),),
-    ),
-    BuiltinPolicy(
-        "AmazonS3FullAccess",
-        "Provides full access to all buckets.",
-        (_allow("S3Everything", ["s3:*", "s3-object-lambda:*"]),),
-    ),
-    BuiltinPolicy(
-        "AmazonS3ReadOnlyAccess",
-        "Provides read only access to all buckets.",
-        (
-            _allow(
-                "S3Read",
-                ["s3:Get*", "s3:List*", "s3:Describe*", "s3-object-lambda:Get*", "s3-object-lambda:List*"],
-            ),
-        ),
-    ),
-    BuiltinPolicy(
-        "AmazonSageMakerFullAccess",
-        "Provides full access to SageMaker, plus the access to S3, CloudWatch and IAM "
-        "that training jobs and endpoints need.",
-        (
-            _allow("SageMaker", ["sagemaker:*"]),
-            _allow(
-                "SageMakerBuckets",
-                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-                [f"{bucket}/*" for bucket in _SAGEMAKER_BUCKETS],
-            ),
-            _allow(
-                "SageMakerBucketAdmin",
-                [
-                    "s3:CreateBucket",
-                    "s3:GetBucketLocation",
-                    "s3:ListBucket",
-                    "s3:GetBucketCors",
-                    "s3:PutBucketCors",
-                ],
-                _SAGEMAKER_BUCKETS,
-            ),
-            _allow("ListAllBuckets", ["s3:ListAllMyBuckets"]),
-            _allow(
-                "Monitoring",
-                [
-                    "cloudwatch:PutMetricData",
-                    "cloudwatch:GetMetricData",
-                    "cloudwatch:GetMetricStatistics",
-                    "cloudwatch:ListMetrics",
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:DescribeLogGroups",
-                    "logs:DescribeLogStreams",
-                    "logs:GetLogEvents",
-                    "logs:PutLogEvents",
-                ],
-            ),
-            _allow("ReadRoles", ["iam:GetRole", "iam:ListRoles"]),
-            _allow(
-                "PassRoleToSageMaker",
-                ["iam:PassRole"],
-                "arn:aws:iam::*:role/*",
-                Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-            ),
-        ),
-    ),
-    BuiltinPolicy(
-        "AmazonSageMakerReadOnly",
-        "Provides read only access to SageMaker.",
-        (
-            _allow(
-                "SageMakerRead",
-                [
-                    "sagemaker:Describe*",
-                    "sagemaker:List*",
-                    "sagemaker:Get*",
-                    "sagemaker:BatchGet*",
-                    "sagemaker:Search",
-                ],
-            ),
-        ),
-    ),
-    BuiltinPolicy(
-        "CloudWatchLogsFullAccess",
-        "Provides full access to CloudWatch Logs.",
-        (_allow("Logs", ["logs:*"]),),
-    ),
-    BuiltinPolicy(
-        "CloudWatchFullAccess",
-        "Provides full access to CloudWatch metrics, alarms and logs.",
-        (_allow("CloudWatch", ["cloudwatch:*", "logs:*"]),),
-    ),
-    BuiltinPolicy(
-        "IAMReadOnlyAccess",
-        "Provides read only access to IAM.",
-        (_allow("IamRead", ["iam:Get*", "iam:List*", "iam:Generate*", "iam:Simulate*"]),),
-    ),
-)
+
+BUILTIN_POLICIES: tuple[BuiltinPolicy, ...] = load_builtin_policies()
 
 
 def builtin_policy_id(arn: str) -> str:
@@ -170,17 +127,57 @@ def _same_document(a: str, b: str) -> bool:
         return False
 
 
-def _refresh(session: Session, stored: ManagedPolicy, builtin: BuiltinPolicy) -> None:
-    if _same_document(stored.document, builtin.document):
-        return
+def _add_aws_version(session: Session, stored: ManagedPolicy, builtin: BuiltinPolicy) -> None:
+    """Store the document as the new default version, under AWS's version id."""
     versions = versions_of(session, stored.arn)
     if len(versions) >= MAX_VERSIONS:
         # Make room by dropping the oldest non-default version.
         oldest = next(v for v in reversed(versions) if not v.is_default)
         session.delete(oldest)
         session.flush()
+    following = max(stored.next_version_number, builtin.version_number + 1)
+    stored.next_version_number = builtin.version_number
     add_version(session, stored, builtin.document, set_default=True)
-    stored.description = builtin.description
+    stored.next_version_number = following
+
+
+def _refresh(session: Session, stored: ManagedPolicy, builtin: BuiltinPolicy) -> None:
+    if stored.description != builtin.description:
+        stored.description = builtin.description
+    if stored.default_version_id == builtin.version_id and _same_document(stored.document, builtin.document):
+        return
+    same_id = session.scalars(
+        select(PolicyVersion).where(
+            PolicyVersion.policy_arn == stored.arn, PolicyVersion.version_id == builtin.version_id
+        )
+    ).first()
+    if same_id is None:
+        _add_aws_version(session, stored, builtin)
+        return
+    # A version already carries AWS's id: one seeded before the documents were AWS's
+    # (sagestack's own short equivalents, numbered from v1). AWS's document replaces it.
+    if not _same_document(same_id.document, builtin.document):
+        same_id.document = builtin.document
+    make_default(session, stored, same_id)
+
+
+def _create(session: Session, builtin: BuiltinPolicy) -> None:
+    policy = new_policy(
+        session,
+        builtin.arn,
+        builtin.name,
+        builtin.path,
+        builtin.document,
+        builtin.description,
+        aws_managed=True,
+        policy_id=builtin_policy_id(builtin.arn),
+    )
+    if builtin.version_id != "v1":
+        # new_policy numbers the first version v1; AWS's default version has its own id.
+        (first,) = versions_of(session, policy.arn)
+        first.version_id = policy.default_version_id = builtin.version_id
+        policy.next_version_number = builtin.version_number + 1
+        session.flush()
 
 
 @seeder
@@ -194,15 +191,6 @@ def seed_managed_policies(database: Database) -> None:
         for builtin in BUILTIN_POLICIES:
             stored = existing.get(builtin.arn)
             if stored is None:
-                new_policy(
-                    session,
-                    builtin.arn,
-                    builtin.name,
-                    builtin.path,
-                    builtin.document,
-                    builtin.description,
-                    aws_managed=True,
-                    policy_id=builtin_policy_id(builtin.arn),
-                )
+                _create(session, builtin)
             else:
                 _refresh(session, stored, builtin)

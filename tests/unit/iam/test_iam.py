@@ -752,27 +752,30 @@ def test_seed_is_idempotent(database: Database, ctx: RequestContext) -> None:
     ):
         policy = call(ctx, "GetPolicy", PolicyArn=s3_arn(name))["Policy"]
         assert policy["Path"] == "/" and re.fullmatch(r"ANPA[A-Z0-9]{17}", policy["PolicyId"])
-        version = call(ctx, "GetPolicyVersion", PolicyArn=policy["Arn"], VersionId="v1")["PolicyVersion"]
+        version_id = next(b.version_id for b in BUILTIN_POLICIES if b.arn == policy["Arn"])
+        assert policy["DefaultVersionId"] == version_id  # AWS's version id, e.g. v2, not v1
+        version = call(ctx, "GetPolicyVersion", PolicyArn=policy["Arn"], VersionId=version_id)["PolicyVersion"]
         parse_policy(unquote(version["Document"]))
 
 
 def test_seed_updates_changed_documents(database: Database, ctx: RequestContext, monkeypatch: Any) -> None:
     seed_managed_policies(database)
-    original = managed_module.BUILTIN_POLICIES[1]
+    original = next(b for b in managed_module.BUILTIN_POLICIES if b.name == "AmazonS3FullAccess")
+    number = original.version_number
     changed = managed_module.BuiltinPolicy(
-        original.name, original.description, ({"Effect": "Allow", "Action": "s3:*", "Resource": "*"},)
+        original.name, original.description, doc(allow("s3:*")), version_id=f"v{number + 1}"
     )
     monkeypatch.setattr(managed_module, "BUILTIN_POLICIES", (changed,))
     seed_managed_policies(database)
     policy = call(ctx, "GetPolicy", PolicyArn=changed.arn)["Policy"]
-    assert policy["DefaultVersionId"] == "v2"
+    assert policy["DefaultVersionId"] == f"v{number + 1}"
     for _ in range(6):  # older versions are pruned to stay within five
         monkeypatch.setattr(
             managed_module,
             "BUILTIN_POLICIES",
             (
                 managed_module.BuiltinPolicy(
-                    original.name, "d", ({"Effect": "Allow", "Action": f"s3:A{_}", "Resource": "*"},)
+                    original.name, "d", doc(allow(f"s3:A{_}")), version_id=f"v{number + 2 + _}"
                 ),
             ),
         )
