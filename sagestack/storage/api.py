@@ -186,6 +186,23 @@ class ObjectStore(Protocol):
     def list_buckets(self, owner: str | None = None) -> list[BucketInfo]: ...
     def delete_bucket(self, name: str) -> None: ...
 
+    # --- bucket policies (the document is stored as given; checking it is the S3 layer's job) ---
+    def put_bucket_policy(self, bucket: str, document: str) -> None:
+        """Store (or replace) the bucket's policy, atomically; NoSuchBucket without the bucket."""
+        ...
+    def get_bucket_policy(self, bucket: str) -> str:
+        """The stored document; NoSuchBucket without the bucket, NoSuchBucketPolicy without a policy."""
+        ...
+    def delete_bucket_policy(self, bucket: str) -> None:
+        """Drop the bucket's policy (none is fine); NoSuchBucket without the bucket."""
+        ...
+    def bucket_policy(self, bucket: str) -> str | None:
+        """The stored document, or None when the bucket has none or does not exist.
+
+        The authorizer's read: one indexed lookup, no upstream call, never raises for a missing bucket.
+        """
+        ...
+
     # --- objects ---
     def begin_write(self, algorithms: Iterable[str] = (), max_size: int = ...) -> BodyWriter: ...
     def put_object(

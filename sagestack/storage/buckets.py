@@ -1,8 +1,9 @@
-"""Buckets of the local object store: create, look up, list and delete (with their unfinished uploads)."""
+"""Buckets of the local object store: create, look up, list and delete (with their unfinished uploads),
+and their policies (a column of the bucket row, so a policy goes with its bucket)."""
 
 from __future__ import annotations
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -88,3 +89,32 @@ class BucketOps:
             s.delete(bucket)
         self.blobs.delete(part_blobs)
 
+
+    # ======================================================================================
+    # bucket policies
+    # ======================================================================================
+    def put_bucket_policy(self, bucket: str, document: str) -> None:
+        self._set_policy(bucket, document)
+
+    def delete_bucket_policy(self, bucket: str) -> None:
+        self._set_policy(bucket, None)
+
+    def _set_policy(self, bucket: str, document: str | None) -> None:
+        # One UPDATE of one row: atomic, and durable once the transaction commits.
+        with self.db.transaction() as s:
+            result = s.execute(update(S3Bucket).where(S3Bucket.name == bucket).values(policy=document))
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                raise errors.no_such_bucket(bucket)
+
+    def get_bucket_policy(self, bucket: str) -> str:
+        with self.db.session() as s:
+            row = s.execute(select(S3Bucket.id, S3Bucket.policy).where(S3Bucket.name == bucket)).first()
+        if row is None:
+            raise errors.no_such_bucket(bucket)
+        if row.policy is None:
+            raise errors.no_such_bucket_policy(bucket)
+        return row.policy
+
+    def bucket_policy(self, bucket: str) -> str | None:
+        with self.db.session() as s:
+            return s.scalar(select(S3Bucket.policy).where(S3Bucket.name == bucket))

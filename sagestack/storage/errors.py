@@ -21,6 +21,10 @@ def no_such_bucket(bucket: str) -> AwsError:
     return AwsError("NoSuchBucket", "The specified bucket does not exist", 404, extra={"BucketName": bucket})
 
 
+def no_such_bucket_policy(bucket: str) -> AwsError:
+    return AwsError("NoSuchBucketPolicy", "The bucket policy does not exist", 404, extra={"BucketName": bucket})
+
+
 def no_such_key(key: str) -> AwsError:
     return AwsError("NoSuchKey", "The specified key does not exist.", 404, extra={"Key": key})
 

@@ -9,6 +9,13 @@ the external store, and the upstream checks what it receives end to end.
 
 The upstream's own errors come back as the same S3 errors (code, status,
 message). Buckets are reported as owned by this installation's account.
+
+Bucket policies are not forwarded: they govern access to this server (their
+principals are this installation's), so, like bucket tags, they are kept here,
+in files under ``<spool dir>/bucket-policies`` (:mod:`.policy_files`); the bucket
+itself is still checked upstream. A bucket deleted upstream behind this
+server's back keeps its file until a bucket of that name is created through
+this server again.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from sagestack.storage.api import (
     UploadsPage,
 )
 from sagestack.storage.blobs import CHUNK_SIZE, BlobStore, BlobWriter, FinishedBody, hash_file, verify_body
+from sagestack.storage.policy_files import PolicyFiles
 
 _CHECKSUM_MEMBERS = {"CRC32": "ChecksumCRC32", "CRC32C": "ChecksumCRC32C", "CRC64NVME": "ChecksumCRC64NVME",
                      "SHA1": "ChecksumSHA1", "SHA256": "ChecksumSHA256"}
@@ -130,6 +138,7 @@ class ExternalObjectStore:
         # Spooled bodies go where the embedded store keeps its temp files; a crash
         # leaves only temp files, which start-up removes.
         self._spool = BlobStore(spool_dir)
+        self._policies = PolicyFiles(spool_dir / "bucket-policies")
         self.client = boto3.session.Session().client(
             "s3",
             endpoint_url=endpoint_url,
@@ -148,7 +157,7 @@ class ExternalObjectStore:
         )
 
     def recover(self, grace_seconds: float = 0.0) -> int:
-        return self._spool.remove_temp_files(grace_seconds)
+        return self._spool.remove_temp_files(grace_seconds) + self._policies.remove_temp_files(grace_seconds)
 
     def _call(self, method: str, bucket: str | None = None, key: str | None = None, **params: Any) -> Any:
         try:
@@ -163,6 +172,7 @@ class ExternalObjectStore:
         if region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": region}
         self._call("create_bucket", name, **params)
+        self._policies.delete(name)  # a namesake's policy, left by a bucket deleted upstream
         return BucketInfo(name, region, self.owner, _whole_seconds(None))
 
     def get_bucket(self, name: str) -> BucketInfo:
@@ -188,6 +198,26 @@ class ExternalObjectStore:
 
     def delete_bucket(self, name: str) -> None:
         self._call("delete_bucket", name, Bucket=name)
+        self._policies.delete(name)
+
+    # ------------------------------------------------------------------ bucket policies (kept here)
+    def put_bucket_policy(self, bucket: str, document: str) -> None:
+        self.head_bucket(bucket)
+        self._policies.write(bucket, document)
+
+    def get_bucket_policy(self, bucket: str) -> str:
+        self.head_bucket(bucket)
+        document = self._policies.read(bucket)
+        if document is None:
+            raise errors.no_such_bucket_policy(bucket)
+        return document
+
+    def delete_bucket_policy(self, bucket: str) -> None:
+        self.head_bucket(bucket)
+        self._policies.delete(bucket)
+
+    def bucket_policy(self, bucket: str) -> str | None:
+        return self._policies.read(bucket)
 
     # ------------------------------------------------------------------ writing
     def begin_write(self, algorithms: Iterable[str] = (), max_size: int = errors.MAX_OBJECT_PUT_SIZE) -> BlobWriter:

@@ -46,6 +46,9 @@ class S3Bucket(Base):
     #: The owning account id.
     owner: Mapped[str] = mapped_column(String(64))
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    #: The bucket policy document exactly as PutBucketPolicy received it; None without one.
+    #: Deferred: only the policy calls load it (one lookup by the unique name), bucket reads do not.
+    policy: Mapped[str | None] = mapped_column(Text, nullable=True, deferred=True)
 
 
 class _ObjectHeaders:

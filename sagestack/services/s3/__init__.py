@@ -7,6 +7,6 @@ and its results and errors into S3's wire behaviour. The wire itself (root
 elements of the XML bodies included) is :mod:`sagestack.aws.protocols.s3`'s.
 """
 
-from sagestack.services.s3 import buckets, listing, multipart, objects, tagging
+from sagestack.services.s3 import buckets, listing, multipart, objects, policy, tagging
 
-__all__ = ["buckets", "listing", "multipart", "objects", "tagging"]
+__all__ = ["buckets", "listing", "multipart", "objects", "policy", "tagging"]
