@@ -57,7 +57,7 @@ def prepare(settings: Settings) -> Platform:
     platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
     platform.storage = _object_store(settings, db, account_id)
     platform.authorizer = Authorizer(db, account_id, PolicyGeneration(settings.policy_generation_file),
-                                     bucket_policy=getattr(platform.storage, "bucket_policy", None))
+                                     bucket_policy=platform.storage.bucket_policy)
     platform.authorizer.watch()
     training = TrainingController(platform)
     ended = training.recover()

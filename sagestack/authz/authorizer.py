@@ -112,12 +112,13 @@ class Authorizer:
         self._decisions: dict[tuple[Any, ...], AwsError | None] = {}
         self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
 
-    def watch(self, *extra: type) -> None:
-        """Bump the generation after every commit that can change a decision (the main process only).
+    def watch(self) -> None:
+        """Bump the generation after every commit that can change a decision (the main process only)."""
+        self.db.on_commit_of(DECIDING_TABLES, self.generation.bump)
 
-        ``extra``: more tables whose rows decide (the object store's bucket policies).
-        """
-        self.db.on_commit_of((*DECIDING_TABLES, *extra), self.generation.bump)
+    def policies_changed(self) -> None:
+        """A decision input kept outside the watched tables changed (a bucket policy): decide anew."""
+        self.generation.bump()
 
     # ------------------------------------------------------------------ the decision
     def authorize(self, principal: Principal, service: str, operation: str, params: dict[str, Any],

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sagestack.arns import iam_arn
+from sagestack.authz.authorizer import Authorizer
+from sagestack.authz.generation import PolicyGeneration
 from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore, Principal
@@ -23,6 +25,8 @@ def bare_platform(data_dir: Path, account_id: str = ACCOUNT_ID) -> Platform:
     db.migrate()
     platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
     platform.storage = LocalObjectStore(db, settings.objects_dir)
+    platform.authorizer = Authorizer(db, account_id, PolicyGeneration(), bucket_policy=platform.storage.bucket_policy)
+    platform.authorizer.watch()
     return platform
 
 

@@ -92,6 +92,7 @@ def delete_bucket(ctx: RequestContext, params: dict[str, Any]) -> None:
     check_expected_owner(ctx, params)
     store(ctx).delete_bucket(params["Bucket"])
     tagging.forget_bucket(ctx, params["Bucket"])
+    ctx.platform.authorizer.policies_changed()  # its policy went with it
 
 
 @operation("s3")

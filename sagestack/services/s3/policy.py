@@ -408,6 +408,7 @@ def put_bucket_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
     document = params.get("Policy") or ""
     check_policy(document, bucket)
     store(ctx).put_bucket_policy(bucket, document)
+    ctx.platform.authorizer.policies_changed()
 
 
 @operation("s3")
@@ -420,6 +421,7 @@ def get_bucket_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 def delete_bucket_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
     check_expected_owner(ctx, params)
     store(ctx).delete_bucket_policy(params["Bucket"])
+    ctx.platform.authorizer.policies_changed()
 
 
 @operation("s3")
