@@ -26,6 +26,14 @@ def could_not_find(kind: str, name: str) -> AwsError:
     return AwsError("ValidationException", f'Could not find {kind} "{name}".', 400)
 
 
+def load_row(session: Any, table: type[T], name: str, kind: str, shown_as: str | None = None) -> T:
+    """The row of ``table`` called ``name``, or could_not_find(kind, shown_as or name) when there is none."""
+    row = session.get(table, name)
+    if row is None:
+        raise could_not_find(kind, shown_as or name)
+    return row
+
+
 def already_exists(kind: str, name: str, arn: str) -> AwsError:
     return AwsError("ResourceInUse", f"{kind} with name {name} already exists: {arn}", 400)
 

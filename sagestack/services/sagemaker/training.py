@@ -20,8 +20,8 @@ from sagestack.logic.sagemaker.training import create_training_job as create_job
 from sagestack.logic.sagemaker.training import initial_rule_statuses, request_stop
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
-    could_not_find,
     list_result,
+    load_row,
     with_status,
 )
 
@@ -32,10 +32,7 @@ def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 
 
 def _load(session: Any, name: str) -> TrainingJob:
-    job = session.get(TrainingJob, name)
-    if job is None:
-        raise could_not_find("training job", name)
-    return job
+    return load_row(session, TrainingJob, name, "training job")
 
 
 def _ts(value: float | None) -> datetime | None:

@@ -14,8 +14,8 @@ from sagestack.db.models.transform import TransformJob
 from sagestack.logic.tags import put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
-    could_not_find,
     list_result,
+    load_row,
     resource_arn,
     with_status,
 )
@@ -71,10 +71,7 @@ def create_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[st
 
 
 def _load(session: Any, name: str) -> TransformJob:
-    job = session.get(TransformJob, name)
-    if job is None:
-        raise could_not_find("transform job", name)
-    return job
+    return load_row(session, TransformJob, name, "transform job")
 
 
 @operation("sagemaker")

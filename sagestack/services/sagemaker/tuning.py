@@ -23,8 +23,8 @@ from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     already_exists,
-    could_not_find,
     list_result,
+    load_row,
     page,
     resource_arn,
     sort_items,
@@ -132,10 +132,7 @@ def create_hyper_parameter_tuning_job(ctx: RequestContext, params: dict[str, Any
 
 
 def _load(session: Any, name: str) -> TuningJob:
-    job = session.get(TuningJob, name)
-    if job is None:
-        raise could_not_find("hyper-parameter tuning job", name)
-    return job
+    return load_row(session, TuningJob, name, "hyper-parameter tuning job")
 
 
 def trial_summary(view: trials.TrialView, tuner: Tuner, tuning_job: str, objective_type: str,
