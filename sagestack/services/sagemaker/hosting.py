@@ -18,7 +18,7 @@ from sagestack.services.sagemaker.common import (
     list_result,
     load_row,
     resource_arn,
-    with_status,
+    rows_with_status,
 )
 
 T = TypeVar("T")
@@ -233,7 +233,7 @@ def describe_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 @operation("sagemaker")
 def list_endpoints(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        rows = list(session.scalars(with_status(select(Endpoint), Endpoint.status, params)))
+        rows = rows_with_status(session, Endpoint, params)
     return _listing(rows, params, "Endpoints", lambda e: {
         "EndpointName": e.name, "EndpointArn": e.arn, "CreationTime": e.created,
         "LastModifiedTime": e.last_modified, "EndpointStatus": e.status})

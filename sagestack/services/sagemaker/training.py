@@ -9,8 +9,6 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from sagestack.arns import arn_account, arn_region, sagemaker_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
@@ -22,7 +20,7 @@ from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     list_result,
     load_row,
-    with_status,
+    rows_with_status,
 )
 
 
@@ -111,7 +109,7 @@ def summary(job: TrainingJob) -> dict[str, Any]:
 @operation("sagemaker")
 def list_training_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(with_status(select(TrainingJob), TrainingJob.status, params)))
+        jobs = rows_with_status(session, TrainingJob, params)
     return list_result(jobs, params, "TrainingJobSummaries", summary)
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import select
-
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Model
@@ -17,7 +15,7 @@ from sagestack.services.sagemaker.common import (
     list_result,
     load_row,
     resource_arn,
-    with_status,
+    rows_with_status,
 )
 
 SUPPORTED_SPLITS = ("None", "Line")
@@ -91,7 +89,7 @@ def describe_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[
 @operation("sagemaker")
 def list_transform_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(with_status(select(TransformJob), TransformJob.status, params)))
+        jobs = rows_with_status(session, TransformJob, params)
     return list_result(jobs, params, "TransformJobSummaries", lambda j: {
         "TransformJobName": j.name, "TransformJobArn": j.arn, "CreationTime": j.created,
         "LastModifiedTime": j.last_modified, "TransformJobStatus": j.status,
