@@ -34,6 +34,13 @@ def load_row(session: Any, table: type[T], name: str, kind: str, shown_as: str |
     return row
 
 
+def check_stoppable(kind: str, status: str) -> None:
+    """Training and transform jobs stop only while InProgress (tuning jobs answer in words of their own)."""
+    if status != "InProgress":
+        raise AwsError("ValidationException", f"The request was rejected because the {kind} is in status {status}.",
+                       400)
+
+
 def already_exists(kind: str, name: str, arn: str) -> AwsError:
     return AwsError("ResourceInUse", f"{kind} with name {name} already exists: {arn}", 400)
 

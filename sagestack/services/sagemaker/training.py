@@ -18,6 +18,7 @@ from sagestack.logic.sagemaker.training import create_training_job as create_job
 from sagestack.logic.sagemaker.training import initial_rule_statuses, request_stop
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
+    check_stoppable,
     list_result,
     load_row,
     rows_with_status,
@@ -118,9 +119,7 @@ def stop_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     name = params["TrainingJobName"]
     with ctx.platform.db.transaction() as session:
         job = _load(session, name)
-        if job.status != "InProgress":
-            raise AwsError("ValidationException",
-                           f"The request was rejected because the training job is in status {job.status}.", 400)
+        check_stoppable("training job", job.status)
         request_stop(job, "Stopping the training job", utcnow())
     ctx.platform.training.stop(name)
     return {}

@@ -12,6 +12,7 @@ from sagestack.db.models.transform import TransformJob
 from sagestack.logic.tags import put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
+    check_stoppable,
     list_result,
     load_row,
     resource_arn,
@@ -102,9 +103,7 @@ def stop_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
     name = params["TransformJobName"]
     with ctx.platform.db.transaction() as session:
         job = _load(session, name)
-        if job.status != "InProgress":
-            raise AwsError("ValidationException",
-                           f"The request was rejected because the transform job is in status {job.status}.", 400)
+        check_stoppable("transform job", job.status)
         job.stop_requested = True
         job.status = "Stopping"
         job.last_modified = utcnow()
