@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import func, select, tuple_
@@ -263,50 +263,56 @@ def delete_retention_policy(ctx: RequestContext, params: dict[str, Any]) -> dict
     return {}
 
 
+#: How a tag operation finds its log group: by name (TagLogGroup and its siblings)
+#: or by ARN (TagResource and its siblings); both keep the tags under the group's ARN.
+_GroupFinder = Callable[[Session, str], LogGroup]
+
+
+def _tag_group(ctx: RequestContext, find: _GroupFinder, ref: str, new: Mapping[str, str]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        logs.set_tags(session, _group_arn(ctx, find(session, ref).name), new)
+    return {}
+
+
+def _untag_group(ctx: RequestContext, find: _GroupFinder, ref: str, keys: Iterable[str]) -> dict[str, Any]:
+    with _db(ctx).transaction() as session:
+        tags.remove_tags(session, _group_arn(ctx, find(session, ref).name), keys)
+    return {}
+
+
+def _list_group_tags(ctx: RequestContext, find: _GroupFinder, ref: str) -> dict[str, Any]:
+    with _db(ctx).session() as session:
+        return {"tags": tags.tag_map(session, _group_arn(ctx, find(session, ref).name))}
+
+
 @operation(SERVICE)
 def tag_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with _db(ctx).transaction() as session:
-        group = find_group(session, params["logGroupName"])
-        logs.set_tags(session, _group_arn(ctx, group.name), params["tags"])
-    return {}
+    return _tag_group(ctx, find_group, params["logGroupName"], params["tags"])
 
 
 @operation(SERVICE)
 def untag_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with _db(ctx).transaction() as session:
-        group = find_group(session, params["logGroupName"])
-        tags.remove_tags(session, _group_arn(ctx, group.name), params["tags"])
-    return {}
+    return _untag_group(ctx, find_group, params["logGroupName"], params["tags"])
 
 
 @operation(SERVICE)
 def list_tags_log_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with _db(ctx).session() as session:
-        group = find_group(session, params["logGroupName"])
-        return {"tags": tags.tag_map(session, _group_arn(ctx, group.name))}
+    return _list_group_tags(ctx, find_group, params["logGroupName"])
 
 
 @operation(SERVICE)
 def tag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with _db(ctx).transaction() as session:
-        group = _group_for_arn(session, params["resourceArn"])
-        logs.set_tags(session, _group_arn(ctx, group.name), params["tags"])
-    return {}
+    return _tag_group(ctx, _group_for_arn, params["resourceArn"], params["tags"])
 
 
 @operation(SERVICE)
 def untag_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with _db(ctx).transaction() as session:
-        group = _group_for_arn(session, params["resourceArn"])
-        tags.remove_tags(session, _group_arn(ctx, group.name), params["tagKeys"])
-    return {}
+    return _untag_group(ctx, _group_for_arn, params["resourceArn"], params["tagKeys"])
 
 
 @operation(SERVICE)
 def list_tags_for_resource(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with _db(ctx).session() as session:
-        group = _group_for_arn(session, params["resourceArn"])
-        return {"tags": tags.tag_map(session, _group_arn(ctx, group.name))}
+    return _list_group_tags(ctx, _group_for_arn, params["resourceArn"])
 
 
 # --------------------------------------------------------------------------- log streams

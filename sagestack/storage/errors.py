@@ -17,8 +17,13 @@ MAX_KEY_BYTES = 1024
 MAX_USER_METADATA_BYTES = 2048
 
 
+def _bucket_error(code: str, message: str, status: int, bucket: str) -> AwsError:
+    """S3 names the bucket (BucketName) in the errors about one."""
+    return AwsError(code, message, status, extra={"BucketName": bucket})
+
+
 def no_such_bucket(bucket: str) -> AwsError:
-    return AwsError("NoSuchBucket", "The specified bucket does not exist", 404, extra={"BucketName": bucket})
+    return _bucket_error("NoSuchBucket", "The specified bucket does not exist", 404, bucket)
 
 
 def no_such_bucket_policy(bucket: str) -> AwsError:
@@ -40,52 +45,38 @@ def no_such_upload(upload_id: str) -> AwsError:
 
 
 def invalid_bucket_name(bucket: str) -> AwsError:
-    return AwsError(
-        "InvalidBucketName", "The specified bucket is not valid.", 400, extra={"BucketName": bucket}
-    )
+    return _bucket_error("InvalidBucketName", "The specified bucket is not valid.", 400, bucket)
 
 
 def bucket_already_owned_by_you(bucket: str) -> AwsError:
-    return AwsError(
-        "BucketAlreadyOwnedByYou",
-        "Your previous request to create the named bucket succeeded and you already own it.",
-        409,
-        extra={"BucketName": bucket},
-    )
+    message = "Your previous request to create the named bucket succeeded and you already own it."
+    return _bucket_error("BucketAlreadyOwnedByYou", message, 409, bucket)
 
 
 def bucket_already_exists(bucket: str) -> AwsError:
-    return AwsError(
-        "BucketAlreadyExists",
+    message = (
         "The requested bucket name is not available. The bucket namespace is shared by all users "
-        "of the system. Please select a different name and try again.",
-        409,
-        extra={"BucketName": bucket},
+        "of the system. Please select a different name and try again."
     )
+    return _bucket_error("BucketAlreadyExists", message, 409, bucket)
 
 
 def bucket_not_empty(bucket: str) -> AwsError:
-    return AwsError(
-        "BucketNotEmpty", "The bucket you tried to delete is not empty", 409, extra={"BucketName": bucket}
-    )
+    return _bucket_error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409, bucket)
+
+
+def _over_limit(code: str, message: str, size: int, limit: int) -> AwsError:
+    """A key or metadata over its limit: S3 gives the size and the limit (Size, MaxSizeAllowed)."""
+    return AwsError(code, message, 400, extra={"Size": str(size), "MaxSizeAllowed": str(limit)})
 
 
 def key_too_long(size: int) -> AwsError:
-    return AwsError(
-        "KeyTooLongError",
-        "Your key is too long",
-        400,
-        extra={"Size": str(size), "MaxSizeAllowed": str(MAX_KEY_BYTES)},
-    )
+    return _over_limit("KeyTooLongError", "Your key is too long", size, MAX_KEY_BYTES)
 
 
 def metadata_too_large(size: int) -> AwsError:
-    return AwsError(
-        "MetadataTooLarge",
-        "Your metadata headers exceed the maximum allowed metadata size.",
-        400,
-        extra={"Size": str(size), "MaxSizeAllowed": str(MAX_USER_METADATA_BYTES)},
-    )
+    message = "Your metadata headers exceed the maximum allowed metadata size."
+    return _over_limit("MetadataTooLarge", message, size, MAX_USER_METADATA_BYTES)
 
 
 def entity_too_large(size: int, limit: int = MAX_OBJECT_PUT_SIZE) -> AwsError:

@@ -81,14 +81,8 @@ class ObjectOps(BucketOps):
             blob, body = self.blobs.publish_writer(writer)
         finally:
             writer.abort()  # no-op once published
-        fields = {
-            "size": body.size,
-            "etag": body.md5.hex(),
-            "checksums": {a: cks.encode(d) for a, d in digests.items()},
-            "checksum_type": "FULL_OBJECT" if digests else None,
-            "part_sizes": None,
-            **header_columns(meta),
-        }
+        checksums = {a: cks.encode(d) for a, d in digests.items()}
+        fields = {**self._plain_fields(body.size, body.md5.hex(), checksums), **header_columns(meta)}
         return self._commit_object(bucket, raw_key, blob, fields, if_match, if_none_match)
 
     def _commit_object(
@@ -402,6 +396,7 @@ class ObjectOps(BucketOps):
 
     @staticmethod
     def _plain_fields(size: int, etag: str, checksums: dict[str, str]) -> dict[str, Any]:
+        """The columns of a single-part object (PutObject, CopyObject): its checksums are of the whole object."""
         return {
             "size": size,
             "etag": etag,

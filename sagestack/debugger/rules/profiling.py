@@ -7,6 +7,7 @@ applicable" when the job recorded no GPU metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,20 @@ from sagestack.debugger.rules.engine import SCAN, Check, Param, Registry, after,
 
 RULES: Registry = {}
 _rule = registrar(RULES)
+
+
+def _gpu_values(data: JobData, dimension: str, patience: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Each GPU ("node/name") with its values of ``dimension`` after the first ``patience`` datapoints."""
+    for node in data.system.nodes:
+        for name, s in data.system.by_dimension(node, dimension).items():
+            yield f"{node}/{name}", after(s, patience).v
+
+
+def _flagged_check(flagged: list[str], points: int, lead: str, all_clear: str, details: dict[str, Any]) -> Check:
+    """The verdict of a rule that lists what it flagged: it triggers on any, one violation each,
+    and it is evaluated once it has seen a datapoint."""
+    msg = (lead + ", ".join(flagged)) if flagged else all_clear
+    return Check(bool(flagged), msg, len(flagged), points, details=details, evaluated=points > 0)
 
 
 def _bottleneck(p: dict[str, Any], data: JobData, other_dim: str | None, other_threshold: float,
@@ -79,21 +94,19 @@ def io_bottleneck(p: dict[str, Any], data: JobData) -> Check:
        windowed=True, needs_gpu=True)
 def low_gpu_utilization(p: dict[str, Any], data: JobData) -> Check:
     flagged, points, gpus = [], 0, {}
-    for node in data.system.nodes:
-        for name, s in data.system.gpus(node).items():
-            v = after(s, p["patience"]).v[-p["window"]:]
-            if len(v) == 0:
-                continue
-            points += len(v)
-            p95, p5 = np.percentile(v, [95, 5])
-            kind = "underutilized" if p95 < p["threshold_p95"] else (
-                "fluctuating" if p5 < p["threshold_p5"] else "")
-            gpus[f"{node}/{name}"] = {"p95": float(p95), "p5": float(p5), "issue": kind}
-            if kind:
-                flagged.append(f"{node}/{name} {kind}")
-    msg = ("GPUs with low or fluctuating utilization: " + ", ".join(flagged)) if flagged else \
-        "All GPUs well utilized."
-    return Check(bool(flagged), msg, len(flagged), points, details={"gpus": gpus}, evaluated=points > 0)
+    for gpu, values in _gpu_values(data, "GPUUtilization", p["patience"]):
+        v = values[-p["window"]:]
+        if len(v) == 0:
+            continue
+        points += len(v)
+        p95, p5 = np.percentile(v, [95, 5])
+        kind = "underutilized" if p95 < p["threshold_p95"] else (
+            "fluctuating" if p5 < p["threshold_p5"] else "")
+        gpus[gpu] = {"p95": float(p95), "p5": float(p5), "issue": kind}
+        if kind:
+            flagged.append(f"{gpu} {kind}")
+    return _flagged_check(flagged, points, "GPUs with low or fluctuating utilization: ", "All GPUs well utilized.",
+                          {"gpus": gpus})
 
 
 @_rule("GPUMemoryIncrease", "profiler",
@@ -105,20 +118,18 @@ def low_gpu_utilization(p: dict[str, Any], data: JobData) -> Check:
 def gpu_memory_increase(p: dict[str, Any], data: JobData) -> Check:
     flagged, points, gpus = [], 0, {}
     w = max(p["window"], 1)
-    for node in data.system.nodes:
-        for name, s in data.system.by_dimension(node, "GPUMemoryUtilization").items():
-            v = after(s, p["patience"]).v
-            n = len(v) // w
-            points += len(v)
-            if n < 2:
-                continue
-            means = v[: n * w].reshape(n, w).mean(axis=1)
-            jump = float(np.max(np.diff(means)))
-            gpus[f"{node}/{name}"] = {"max_increase": jump}
-            if jump > p["increase"]:
-                flagged.append(f"{node}/{name} +{jump:.1f} points")
-    msg = ("GPU memory grew fast on " + ", ".join(flagged)) if flagged else "No large GPU memory increase."
-    return Check(bool(flagged), msg, len(flagged), points, details={"gpus": gpus}, evaluated=points > 0)
+    for gpu, v in _gpu_values(data, "GPUMemoryUtilization", p["patience"]):
+        n = len(v) // w
+        points += len(v)  # too few for two windows still counts as seen
+        if n < 2:
+            continue
+        means = v[: n * w].reshape(n, w).mean(axis=1)
+        jump = float(np.max(np.diff(means)))
+        gpus[gpu] = {"max_increase": jump}
+        if jump > p["increase"]:
+            flagged.append(f"{gpu} +{jump:.1f} points")
+    return _flagged_check(flagged, points, "GPU memory grew fast on ", "No large GPU memory increase.",
+                          {"gpus": gpus})
 
 
 @_rule("BatchSize", "profiler",
@@ -142,9 +153,8 @@ def batch_size(p: dict[str, Any], data: JobData) -> Check:
         if (p95["cpu"] < p["cpu_threshold_p95"] and p95["gpu"] < p["gpu_threshold_p95"]
                 and p95["gpu_memory"] < p["gpu_memory_threshold_p95"]):
             flagged.append(node)
-    msg = ("Low CPU, GPU and GPU memory use on " + ", ".join(flagged)) if flagged else \
-        "Resources are used enough for the batch size."
-    return Check(bool(flagged), msg, len(flagged), points, details={"nodes": nodes}, evaluated=points > 0)
+    return _flagged_check(flagged, points, "Low CPU, GPU and GPU memory use on ",
+                          "Resources are used enough for the batch size.", {"nodes": nodes})
 
 
 @_rule("LoadBalancing", "profiler", (Param("threshold", "float", 0.5), Param("patience", "int", 1000), SCAN),
@@ -170,11 +180,9 @@ def load_balancing(p: dict[str, Any], data: JobData) -> Check:
                 pairs[f"{node}/{a}-{b}"] = dist
                 if dist > p["threshold"]:
                     flagged.append(f"{node} {a}/{b} ({dist:.2f})")
-    if not pairs:
-        msg = "Fewer than two GPUs per node: nothing to balance."
-    else:
-        msg = ("Unbalanced GPUs: " + ", ".join(flagged)) if flagged else "GPU workloads are balanced."
-    return Check(bool(flagged), msg, len(flagged), points, details={"pairs": pairs}, evaluated=points > 0)
+    # Only pairs can be flagged: without any, nothing is.
+    all_clear = "GPU workloads are balanced." if pairs else "Fewer than two GPUs per node: nothing to balance."
+    return _flagged_check(flagged, points, "Unbalanced GPUs: ", all_clear, {"pairs": pairs})
 
 
 @_rule("OverallSystemUsage", "profiler", (SCAN,),

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import select
 
 from sagestack.arns import sagemaker_arn
 from sagestack.aws.errors import AwsError
@@ -24,6 +24,21 @@ def resource_arn(ctx: RequestContext, kind: str, name: str) -> str:
 def could_not_find(kind: str, name: str) -> AwsError:
     """The SDK and the waiters expect ValidationException for a missing resource."""
     return AwsError("ValidationException", f'Could not find {kind} "{name}".', 400)
+
+
+def load_row(session: Any, table: type[T], name: str, kind: str, shown_as: str | None = None) -> T:
+    """The row of ``table`` called ``name``, or could_not_find(kind, shown_as or name) when there is none."""
+    row = session.get(table, name)
+    if row is None:
+        raise could_not_find(kind, shown_as or name)
+    return row
+
+
+def check_stoppable(kind: str, status: str) -> None:
+    """Training and transform jobs stop only while InProgress (tuning jobs answer in words of their own)."""
+    if status != "InProgress":
+        raise AwsError("ValidationException", f"The request was rejected because the {kind} is in status {status}.",
+                       400)
 
 
 def already_exists(kind: str, name: str, arn: str) -> AwsError:
@@ -77,10 +92,21 @@ ROW_SORT_KEYS: dict[str, Callable[[Any], Any]] = {
     "CreationTime": lambda r: r.created, "Name": lambda r: r.name, "Status": lambda r: r.status}
 
 
-def with_status(query: Select[Any], column: Any, params: dict[str, Any]) -> Select[Any]:
-    """StatusEquals, applied in the query."""
+def rows_with_status(session: Any, table: Any, params: dict[str, Any]) -> list[Any]:
+    """The rows of ``table`` (one with a ``status`` column), StatusEquals applied in the query."""
+    query = select(table)
     status = params.get("StatusEquals")
-    return query.where(column == status) if status else query
+    return list(session.scalars(query.where(table.status == status) if status else query))
+
+
+def page_result(key: str, items: Sequence[T], params: dict[str, Any], summarize: Callable[[T], Any],
+                default_max: int = 10) -> dict[str, Any]:
+    """One page of ``items`` summarized under ``key``, and NextToken while more remain."""
+    chunk, token = page(items, params, default_max)
+    result: dict[str, Any] = {key: [summarize(item) for item in chunk]}
+    if token:
+        result["NextToken"] = token
+    return result
 
 
 def list_result(rows: list[Any], params: dict[str, Any], key: str, summarize: Callable[[Any], dict[str, Any]], *,
@@ -95,8 +121,4 @@ def list_result(rows: list[Any], params: dict[str, Any], key: str, summarize: Ca
         keeps.append(keep)
     kept = [r for r in rows if all(k(r) for k in keeps)]
     ordered = sort_items(kept, sort_params or params, sort_keys, default_sort)
-    chunk, token = page(ordered, params)
-    result: dict[str, Any] = {key: [summarize(r) for r in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return page_result(key, ordered, params, summarize)

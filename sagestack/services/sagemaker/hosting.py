@@ -16,8 +16,9 @@ from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     list_result,
+    load_row,
     resource_arn,
-    with_status,
+    rows_with_status,
 )
 
 T = TypeVar("T")
@@ -26,10 +27,6 @@ _KINDS: dict[type, tuple[str, str]] = {
     EndpointConfig: ("endpoint configuration", "endpoint-config"),
     Endpoint: ("endpoint", "endpoint"),
 }
-
-
-def _missing(kind: str, arn: str) -> AwsError:
-    return AwsError("ValidationException", f'Could not find {kind} "{arn}".', 400)
 
 
 def _exists(kind: str, arn: str) -> AwsError:
@@ -51,11 +48,8 @@ def _listing(rows: list[Any], params: dict[str, Any], key: str, item: Any) -> di
 
 def _load(session: Any, ctx: RequestContext, table: type[T], name: str) -> T:
     """The row of a model, endpoint configuration or endpoint, or the SDK's "Could not find" error."""
-    row = session.get(table, name)
-    if row is None:
-        kind, arn_type = _KINDS[table]
-        raise _missing(kind, resource_arn(ctx, arn_type, name))
-    return row
+    kind, arn_type = _KINDS[table]
+    return load_row(session, table, name, kind, shown_as=resource_arn(ctx, arn_type, name))
 
 
 def _model(session: Any, ctx: RequestContext, name: str) -> Model:
@@ -239,7 +233,7 @@ def describe_endpoint(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
 @operation("sagemaker")
 def list_endpoints(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        rows = list(session.scalars(with_status(select(Endpoint), Endpoint.status, params)))
+        rows = rows_with_status(session, Endpoint, params)
     return _listing(rows, params, "Endpoints", lambda e: {
         "EndpointName": e.name, "EndpointArn": e.arn, "CreationTime": e.created,
         "LastModifiedTime": e.last_modified, "EndpointStatus": e.status})

@@ -50,10 +50,25 @@ def _instance(session: Any, name: str) -> NotebookInstance:
     return row
 
 
-def _transition_error(row: NotebookInstance, allowed: list[str], target: str) -> AwsError:
-    message = (f"Status ({row.status}) not in ([{', '.join(allowed)}]). "
-               f"Unable to transition to ({target}) for Notebook Instance ({row.arn}).")
-    return AwsError("ValidationException", message, 400)
+#: The statuses an instance may be started, updated or deleted from.
+_AT_REST = ("Stopped", "Failed")
+
+
+def _instance_for(session: Any, name: str, allowed: tuple[str, ...], target: str) -> NotebookInstance:
+    """The instance, when its status allows the transition to ``target``; SageMaker's error when not."""
+    row = _instance(session, name)
+    if row.status not in allowed:
+        message = (f"Status ({row.status}) not in ([{', '.join(allowed)}]). "
+                   f"Unable to transition to ({target}) for Notebook Instance ({row.arn}).")
+        raise AwsError("ValidationException", message, 400)
+    return row
+
+
+def _transition(ctx: RequestContext, name: str, allowed: tuple[str, ...], target: str) -> None:
+    """Stop and Delete: the status changes here, the controller does the rest."""
+    with ctx.platform.db.transaction() as session:
+        row = _instance_for(session, name, allowed, target)
+        row.status, row.last_modified = target, utcnow()
 
 
 # ---------------------------------------------------------------- validation
@@ -84,9 +99,8 @@ def _trusts_sagemaker(document: str) -> bool:
 
 
 def _check_lifecycle_config(ctx: RequestContext, session: Any, name: str | None) -> None:
-    if name and session.get(NotebookLifecycleConfig, name) is None:
-        raise AwsError("ValidationException", f"Unable to describe Notebook Instance Lifecycle Config "
-                                              f"'{_config_arn(ctx, name)}'. (Reason: RecordNotFound)", 400)
+    if name:
+        _lifecycle(session, ctx, name)
 
 
 def _check_volume(size: int | None) -> None:
@@ -199,9 +213,7 @@ def list_notebook_instances(ctx: RequestContext, params: dict[str, Any]) -> dict
 def start_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["NotebookInstanceName"]
     with ctx.platform.db.transaction() as session:
-        row = _instance(session, name)
-        if row.status not in ("Stopped", "Failed"):
-            raise _transition_error(row, ["Stopped", "Failed"], "Pending")
+        row = _instance_for(session, name, _AT_REST, "Pending")
         _check_role(ctx, session, row.settings["RoleArn"])
         row.status, row.failure_reason, row.last_modified = "Pending", None, utcnow()
     _controller(ctx).launch(name)
@@ -211,11 +223,7 @@ def start_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dict
 @operation("sagemaker")
 def stop_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["NotebookInstanceName"]
-    with ctx.platform.db.transaction() as session:
-        row = _instance(session, name)
-        if row.status != "InService":
-            raise _transition_error(row, ["InService"], "Stopping")
-        row.status, row.last_modified = "Stopping", utcnow()
+    _transition(ctx, name, ("InService",), "Stopping")
     _controller(ctx).stop(name)
     return {}
 
@@ -223,11 +231,7 @@ def stop_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dict[
 @operation("sagemaker")
 def delete_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["NotebookInstanceName"]
-    with ctx.platform.db.transaction() as session:
-        row = _instance(session, name)
-        if row.status not in ("Stopped", "Failed"):
-            raise _transition_error(row, ["Stopped", "Failed"], "Deleting")
-        row.status, row.last_modified = "Deleting", utcnow()
+    _transition(ctx, name, _AT_REST, "Deleting")
     _controller(ctx).delete(name)
     return {}
 
@@ -246,9 +250,7 @@ def update_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dic
     _check_accelerators(params)
     _check_volume(params.get("VolumeSizeInGB"))
     with ctx.platform.db.transaction() as session:
-        row = _instance(session, params["NotebookInstanceName"])
-        if row.status not in ("Stopped", "Failed"):
-            raise _transition_error(row, ["Stopped", "Failed"], "Updating")
+        row = _instance_for(session, params["NotebookInstanceName"], _AT_REST, "Updating")
         settings = dict(row.settings)
         if params.get("VolumeSizeInGB") is not None and params["VolumeSizeInGB"] < settings["VolumeSizeInGB"]:
             raise AwsError("ValidationException", "The volume size of a notebook instance can only be increased "

@@ -6,7 +6,7 @@ from typing import Any
 
 from sagestack.logic.tags import put_tags, remove_tags, tag_list
 from sagestack.services import RequestContext, operation
-from sagestack.services.sagemaker.common import page
+from sagestack.services.sagemaker.common import page_result
 
 
 @operation("sagemaker")
@@ -20,11 +20,7 @@ def add_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 def list_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
         tags = tag_list(session, params["ResourceArn"])
-    chunk, token = page(tags, params, default_max=50)
-    result: dict[str, Any] = {"Tags": chunk}
-    if token:
-        result["NextToken"] = token
-    return result
+    return page_result("Tags", tags, params, lambda tag: tag, default_max=50)
 
 
 @operation("sagemaker")

@@ -9,8 +9,6 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from sagestack.arns import arn_account, arn_region, sagemaker_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
@@ -20,9 +18,10 @@ from sagestack.logic.sagemaker.training import create_training_job as create_job
 from sagestack.logic.sagemaker.training import initial_rule_statuses, request_stop
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
-    could_not_find,
+    check_stoppable,
     list_result,
-    with_status,
+    load_row,
+    rows_with_status,
 )
 
 
@@ -32,10 +31,7 @@ def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str
 
 
 def _load(session: Any, name: str) -> TrainingJob:
-    job = session.get(TrainingJob, name)
-    if job is None:
-        raise could_not_find("training job", name)
-    return job
+    return load_row(session, TrainingJob, name, "training job")
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -114,7 +110,7 @@ def summary(job: TrainingJob) -> dict[str, Any]:
 @operation("sagemaker")
 def list_training_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(with_status(select(TrainingJob), TrainingJob.status, params)))
+        jobs = rows_with_status(session, TrainingJob, params)
     return list_result(jobs, params, "TrainingJobSummaries", summary)
 
 
@@ -123,9 +119,7 @@ def stop_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, 
     name = params["TrainingJobName"]
     with ctx.platform.db.transaction() as session:
         job = _load(session, name)
-        if job.status != "InProgress":
-            raise AwsError("ValidationException",
-                           f"The request was rejected because the training job is in status {job.status}.", 400)
+        check_stoppable("training job", job.status)
         request_stop(job, "Stopping the training job", utcnow())
     ctx.platform.training.stop(name)
     return {}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import select
-
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Model
@@ -14,10 +12,11 @@ from sagestack.db.models.transform import TransformJob
 from sagestack.logic.tags import put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
-    could_not_find,
+    check_stoppable,
     list_result,
+    load_row,
     resource_arn,
-    with_status,
+    rows_with_status,
 )
 
 SUPPORTED_SPLITS = ("None", "Line")
@@ -71,10 +70,7 @@ def create_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[st
 
 
 def _load(session: Any, name: str) -> TransformJob:
-    job = session.get(TransformJob, name)
-    if job is None:
-        raise could_not_find("transform job", name)
-    return job
+    return load_row(session, TransformJob, name, "transform job")
 
 
 @operation("sagemaker")
@@ -94,7 +90,7 @@ def describe_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[
 @operation("sagemaker")
 def list_transform_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(with_status(select(TransformJob), TransformJob.status, params)))
+        jobs = rows_with_status(session, TransformJob, params)
     return list_result(jobs, params, "TransformJobSummaries", lambda j: {
         "TransformJobName": j.name, "TransformJobArn": j.arn, "CreationTime": j.created,
         "LastModifiedTime": j.last_modified, "TransformJobStatus": j.status,
@@ -107,9 +103,7 @@ def stop_transform_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str,
     name = params["TransformJobName"]
     with ctx.platform.db.transaction() as session:
         job = _load(session, name)
-        if job.status != "InProgress":
-            raise AwsError("ValidationException",
-                           f"The request was rejected because the transform job is in status {job.status}.", 400)
+        check_stoppable("transform job", job.status)
         job.stop_requested = True
         job.status = "Stopping"
         job.last_modified = utcnow()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 
 from sagestack.algorithms.catalog import resolve_image
 from sagestack.aws.errors import AwsError
@@ -23,12 +23,12 @@ from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     already_exists,
-    could_not_find,
     list_result,
-    page,
+    load_row,
+    page_result,
     resource_arn,
+    rows_with_status,
     sort_items,
-    with_status,
 )
 from sagestack.tuning import Tuner, parse_request, validate
 
@@ -132,10 +132,7 @@ def create_hyper_parameter_tuning_job(ctx: RequestContext, params: dict[str, Any
 
 
 def _load(session: Any, name: str) -> TuningJob:
-    job = session.get(TuningJob, name)
-    if job is None:
-        raise could_not_find("hyper-parameter tuning job", name)
-    return job
+    return load_row(session, TuningJob, name, "hyper-parameter tuning job")
 
 
 def trial_summary(view: trials.TrialView, tuner: Tuner, tuning_job: str, objective_type: str,
@@ -261,7 +258,7 @@ def _job_summary(session: Any, job: TuningJob) -> dict[str, Any]:
 @operation("sagemaker")
 def list_hyper_parameter_tuning_jobs(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     with ctx.platform.db.session() as session:
-        jobs = list(session.scalars(with_status(select(TuningJob), TuningJob.status, params)))
+        jobs = rows_with_status(session, TuningJob, params)
         return list_result(jobs, params, "HyperParameterTuningJobSummaries", lambda j: _job_summary(session, j),
                            sort_params=_ascending_by_name(params))
 
@@ -282,12 +279,8 @@ def list_training_jobs_for_hyper_parameter_tuning_job(ctx: RequestContext, param
     views = sort_items(views, order, {
         "Name": lambda v: v.name, "CreationTime": lambda v: v.job.created, "Status": lambda v: v.status,
         "FinalObjectiveMetricValue": lambda v: v.objective}, default="Name")
-    chunk, token = page(views, params)
-    result: dict[str, Any] = {
-        "TrainingJobSummaries": [trial_summary(v, tuner, job.name, objective_type, definition_name) for v in chunk]}
-    if token:
-        result["NextToken"] = token
-    return result
+    return page_result("TrainingJobSummaries", views, params,
+                       lambda v: trial_summary(v, tuner, job.name, objective_type, definition_name))
 
 
 @operation("sagemaker")
