@@ -6,17 +6,27 @@ import re
 import secrets
 import string
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from sagestack.arns import iam_arn
 from sagestack.authz.policy import Policy, PolicyError, PolicyKind, parse_policy
+from sagestack.authz.principals import PRINCIPAL_MODELS, find_principal
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
-from sagestack.db.models.identity import IamRole, IamUser, Installation, ManagedPolicy
+from sagestack.db.models.identity import (
+    IamGroup,
+    IamRole,
+    IamUser,
+    InlinePolicy,
+    Installation,
+    ManagedPolicy,
+    PolicyAttachment,
+)
 from sagestack.logic import tags as tag_store
 from sagestack.services.context import RequestContext
 from sagestack.services.pagination import decode_token, encode_token
@@ -77,14 +87,6 @@ def access_denied(ctx: RequestContext, action: str, resource: str) -> AwsError:
     )
 
 
-def user_not_found(name: str) -> AwsError:
-    return no_such_entity(f"The user with name {name} cannot be found.")
-
-
-def role_not_found(name: str) -> AwsError:
-    return no_such_entity(f"The role with name {name} cannot be found.")
-
-
 def policy_not_found(arn: str) -> AwsError:
     return no_such_entity(f"Policy {arn} does not exist or is not attachable.")
 
@@ -93,7 +95,7 @@ def policy_not_found(arn: str) -> AwsError:
 
 
 def random_id(prefix: str, length: int = 17) -> str:
-    """AWS-style unique ids: AIDA (user), AROA (role), ANPA (policy) + uppercase alnum."""
+    """AWS-style unique ids: AIDA (user), AROA (role), AGPA (group), ANPA (policy) + uppercase alnum."""
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
@@ -198,29 +200,76 @@ def significant_size(document: str) -> int:
 # --------------------------------------------------------------------------- lookups
 
 
-def find_user(session: Session, name: str) -> IamUser | None:
-    # IAM names are unique regardless of case, and looked up that way.
-    stmt = select(IamUser).where(func.lower(IamUser.name) == name.lower())
-    return session.scalars(stmt).first()
+@dataclass(frozen=True)
+class Entity:
+    """Users, roles and groups: one lookup, one not-found error and one ARN, by principal type."""
+
+    principal_type: str  # "user" | "role" | "group"
+
+    @property
+    def label(self) -> str:
+        """"User" | "Role" | "Group", as operation and parameter names spell it."""
+        return self.principal_type.capitalize()
+
+    @property
+    def param(self) -> str:
+        """The request member naming one: "UserName" | "RoleName" | "GroupName"."""
+        return f"{self.label}Name"
+
+    def find(self, session: Session, name: str) -> Any:
+        return find_principal(session, self.principal_type, name)
+
+    def require(self, session: Session, name: str) -> Any:
+        row = self.find(session, name)
+        if row is None:
+            raise self.not_found(name)
+        return row
+
+    def not_found(self, name: str) -> AwsError:
+        return no_such_entity(f"The {self.principal_type} with name {name} cannot be found.")
+
+    def arn(self, account: str, row: Any) -> str:
+        return iam_arn(account, self.principal_type, row.path, row.name)
 
 
-def require_user(session: Session, name: str) -> IamUser:
-    user = find_user(session, name)
-    if user is None:
-        raise user_not_found(name)
-    return user
+USER = Entity("user")
+ROLE = Entity("role")
+GROUP = Entity("group")
+
+find_user, require_user, user_not_found = USER.find, USER.require, USER.not_found
+find_role, require_role, role_not_found = ROLE.find, ROLE.require, ROLE.not_found
+find_group, require_group = GROUP.find, GROUP.require
 
 
-def find_role(session: Session, name: str) -> IamRole | None:
-    stmt = select(IamRole).where(func.lower(IamRole.name) == name.lower())
-    return session.scalars(stmt).first()
+def rename_principal(session: Session, entity: Entity, old: str, new: str) -> None:
+    """Rename a user or group: its row, then the rows keyed by its name (policies, attachments).
+
+    Rows with foreign keys to it (access keys, group memberships) follow by ON UPDATE CASCADE.
+    """
+    model = PRINCIPAL_MODELS[entity.principal_type]
+    session.execute(update(model).where(model.name == old).values(name=new))
+    for keyed in (InlinePolicy, PolicyAttachment):
+        session.execute(
+            update(keyed)
+            .where(keyed.principal_type == entity.principal_type, keyed.principal_name == old)
+            .values(principal_name=new)
+        )
+    session.expire_all()
 
 
-def require_role(session: Session, name: str) -> IamRole:
-    role = find_role(session, name)
-    if role is None:
-        raise role_not_found(name)
-    return role
+def check_no_policies(session: Session, entity: Entity, name: str) -> None:
+    """AWS refuses to delete a user, role or group that still has inline or attached policies."""
+    for model, message in (
+        (InlinePolicy, "Cannot delete entity, must delete policies first."),
+        (PolicyAttachment, "Cannot delete entity, must detach all policies first."),
+    ):
+        count = session.scalar(
+            select(func.count())
+            .select_from(model)
+            .where(model.principal_type == entity.principal_type, model.principal_name == name)
+        )
+        if count:
+            raise delete_conflict(message)
 
 
 def require_policy(session: Session, arn: str) -> ManagedPolicy:
@@ -300,6 +349,23 @@ def user_shape(user: IamUser, account: str, tags: list[dict[str, str]] | None = 
     if tags:
         out["Tags"] = tags
     return out
+
+
+def user_summary(user: IamUser, account: str) -> dict[str, Any]:
+    """A user as lists show it (ListUsers, GetGroup): no tags, no boundary, as AWS does."""
+    shape = user_shape(user, account)
+    shape.pop("PermissionsBoundary", None)
+    return shape
+
+
+def group_shape(group: IamGroup, account: str) -> dict[str, Any]:
+    return {
+        "Path": group.path,
+        "GroupName": group.name,
+        "GroupId": group.group_id,
+        "Arn": GROUP.arn(account, group),
+        "CreateDate": group.created,
+    }
 
 
 def role_shape(role: IamRole, account: str, tags: list[dict[str, str]] | None = None) -> dict[str, Any]:

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from sagestack.db.models.identity import IamRole, InlinePolicy, PolicyAttachment, SessionCredential
+from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
+    ROLE,
     SERVICE,
     add_tags,
     already_exists,
     check_description,
     check_name,
+    check_no_policies,
     check_path,
     check_path_prefix,
     check_session_duration,
     check_tags,
     db,
     delete_all_tags,
-    delete_conflict,
     find_role,
     get_tags,
     limit_exceeded,
@@ -148,27 +149,13 @@ def update_assume_role_policy(ctx: RequestContext, params: dict[str, Any]) -> No
 def delete_role(ctx: RequestContext, params: dict[str, Any]) -> None:
     with db(ctx).transaction() as session:
         role = require_role(session, params["RoleName"])
-        _check_role_is_empty(session, role.name)
+        check_no_policies(session, ROLE, role.name)
         delete_all_tags(session, _arn(ctx, role))
         # Sessions of a deleted role must not outlive it (a new role of the same
         # name is a different principal in AWS).
         session.execute(delete(SessionCredential).where(SessionCredential.role_name == role.name))
         session.delete(role)
     return None
-
-
-def _check_role_is_empty(session: Session, name: str) -> None:
-    for model, message in (
-        (PolicyAttachment, "Cannot delete entity, must detach all policies first."),
-        (InlinePolicy, "Cannot delete entity, must delete policies first."),
-    ):
-        count = session.scalar(
-            select(func.count())
-            .select_from(model)
-            .where(model.principal_type == "role", model.principal_name == name)
-        )
-        if count:
-            raise delete_conflict(message)
 
 
 @operation(SERVICE)

@@ -7,15 +7,18 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from sagestack.db.models.identity import AccessKey, IamUser, InlinePolicy, PolicyAttachment
+from sagestack.authz.principals import group_names_of
+from sagestack.db.models.identity import AccessKey, IamUser
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
     SERVICE,
+    USER,
     add_tags,
     already_exists,
     caller_user_name,
     check_name,
+    check_no_policies,
     check_path,
     check_path_prefix,
     check_tags,
@@ -30,10 +33,12 @@ from sagestack.services.iam.common import (
     paginate_in_order,
     random_id,
     remove_tags,
+    rename_principal,
     require_boundary,
     require_user,
     user_arn,
     user_shape,
+    user_summary,
 )
 
 
@@ -74,12 +79,7 @@ def list_users(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     users.sort(key=lambda u: name_key(u.name))
     page, extra = paginate(users, params, lambda u: name_key(u.name))
     # Listing omits tags and boundaries, as AWS does (GetUser returns them).
-    shapes = []
-    for user in page:
-        shape = user_shape(user, ctx.account_id)
-        shape.pop("PermissionsBoundary", None)
-        shapes.append(shape)
-    return {"Users": shapes, **extra}
+    return {"Users": [user_summary(u, ctx.account_id) for u in page], **extra}
 
 
 @operation(SERVICE)
@@ -96,22 +96,10 @@ def update_user(ctx: RequestContext, params: dict[str, Any]) -> None:
         if new_name and new_name.lower() != old_name.lower() and find_user(session, new_name):
             raise already_exists(f"User with name {new_name} already exists.")
         if target_name != old_name:
-            _rename(session, old_name, target_name)
+            rename_principal(session, USER, old_name, target_name)
         session.execute(update(IamUser).where(IamUser.name == target_name).values(path=target_path))
         move_tags(session, old_arn, user_arn(ctx.account_id, target_path, target_name))
     return None
-
-
-def _rename(session: Session, old: str, new: str) -> None:
-    # Access keys follow through ON UPDATE CASCADE; name-keyed rows are moved by hand.
-    session.execute(update(IamUser).where(IamUser.name == old).values(name=new))
-    for model in (InlinePolicy, PolicyAttachment):
-        session.execute(
-            update(model)
-            .where(model.principal_type == "user", model.principal_name == old)
-            .values(principal_name=new)
-        )
-    session.expire_all()
 
 
 @operation(SERVICE)
@@ -127,21 +115,14 @@ def delete_user(ctx: RequestContext, params: dict[str, Any]) -> None:
 
 
 def _check_user_is_empty(session: Session, name: str) -> None:
-    """AWS refuses to delete a user that still owns keys or policies."""
+    """AWS refuses to delete a user that still owns keys or policies, or belongs to a group."""
     keys = session.scalar(select(func.count()).select_from(AccessKey).where(AccessKey.user_name == name))
     if keys:
         raise delete_conflict("Cannot delete entity, must delete access keys first.")
-    for model, message in (
-        (InlinePolicy, "Cannot delete entity, must delete policies first."),
-        (PolicyAttachment, "Cannot delete entity, must detach all policies first."),
-    ):
-        count = session.scalar(
-            select(func.count())
-            .select_from(model)
-            .where(model.principal_type == "user", model.principal_name == name)
-        )
-        if count:
-            raise delete_conflict(message)
+    check_no_policies(session, USER, name)
+    if group_names_of(session, name):
+        # AWS's words, the same as DeleteGroup's for a group with members.
+        raise delete_conflict("Cannot delete entity, must remove users from group first.")
 
 
 # --------------------------------------------------------------------------- tags
