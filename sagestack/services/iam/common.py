@@ -231,10 +231,15 @@ class Entity:
     def arn(self, account: str, row: Any) -> str:
         return iam_arn(account, self.principal_type, row.path, row.name)
 
+    def id_of(self, row: Any) -> str:
+        """Its unique id (AIDA..., AROA..., AGPA...)."""
+        return getattr(row, f"{self.principal_type}_id")
+
 
 USER = Entity("user")
 ROLE = Entity("role")
 GROUP = Entity("group")
+ENTITIES = {e.principal_type: e for e in (USER, ROLE, GROUP)}
 
 find_user, require_user, user_not_found = USER.find, USER.require, USER.not_found
 find_role, require_role, role_not_found = ROLE.find, ROLE.require, ROLE.not_found
@@ -476,3 +481,13 @@ def paginate_in_order(items: Sequence[T], params: dict[str, Any]) -> tuple[list[
 def name_key(name: str) -> str:
     # Names are unique case-insensitively, so the folded name is a total order.
     return name.lower()
+
+
+def paginate_by_name(rows: Sequence[T], params: dict[str, Any]) -> tuple[list[T], dict[str, Any]]:
+    """One page of users, roles or groups in name order (any rows with a ``name``)."""
+    ordered = sorted(rows, key=_row_name_key)
+    return paginate(ordered, params, _row_name_key)
+
+
+def _row_name_key(row: Any) -> str:
+    return name_key(row.name)

@@ -27,8 +27,7 @@ from sagestack.services.iam.common import (
     find_role,
     get_tags,
     limit_exceeded,
-    name_key,
-    paginate,
+    paginate_by_name,
     paginate_in_order,
     parse_document,
     random_id,
@@ -106,8 +105,7 @@ def list_roles(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     check_path_prefix(prefix)
     with db(ctx).session() as session:
         roles = [r for r in session.scalars(select(IamRole)) if r.path.startswith(prefix)]
-    roles.sort(key=lambda r: name_key(r.name))
-    page, extra = paginate(roles, params, lambda r: name_key(r.name))
+    page, extra = paginate_by_name(roles, params)
     # ListRoles leaves out tags, boundary and last use, as AWS does.
     return {"Roles": [role_shape(r, ctx.account_id) for r in page], **extra}
 

@@ -28,8 +28,7 @@ from sagestack.services.iam.common import (
     find_user,
     get_tags,
     move_tags,
-    name_key,
-    paginate,
+    paginate_by_name,
     paginate_in_order,
     random_id,
     remove_tags,
@@ -76,8 +75,7 @@ def list_users(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     check_path_prefix(prefix)
     with db(ctx).session() as session:
         users = [u for u in session.scalars(select(IamUser)) if u.path.startswith(prefix)]
-    users.sort(key=lambda u: name_key(u.name))
-    page, extra = paginate(users, params, lambda u: name_key(u.name))
+    page, extra = paginate_by_name(users, params)
     # Listing omits tags and boundaries, as AWS does (GetUser returns them).
     return {"Users": [user_summary(u, ctx.account_id) for u in page], **extra}
 

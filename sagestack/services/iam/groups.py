@@ -1,0 +1,171 @@
+"""IAM groups: CreateGroup, GetGroup, ListGroups, UpdateGroup, DeleteGroup and memberships.
+
+A group's policies (Put/Get/List/DeleteGroupPolicy, Attach/Detach/ListAttachedGroupPolicies)
+are in :mod:`sagestack.services.iam.attachments`, shared with users and roles; what they
+grant its members is read by :func:`sagestack.authz.principals.principal_policies`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from sagestack.authz.principals import group_names_of
+from sagestack.aws.errors import AwsError
+from sagestack.db.models.identity import GroupMember, IamGroup, IamUser
+from sagestack.services import operation
+from sagestack.services.context import RequestContext
+from sagestack.services.iam.common import (
+    GROUP,
+    SERVICE,
+    already_exists,
+    check_name,
+    check_no_policies,
+    check_path,
+    check_path_prefix,
+    db,
+    delete_conflict,
+    find_group,
+    group_shape,
+    limit_exceeded,
+    paginate_by_name,
+    random_id,
+    rename_principal,
+    require_group,
+    require_user,
+    user_summary,
+)
+
+#: AWS's default quotas: groups in an account, groups one user may belong to.
+MAX_GROUPS = 300
+MAX_GROUPS_PER_USER = 10
+
+
+def _exists(name: str) -> AwsError:
+    return already_exists(f"Group with name {name} already exists.")
+
+
+def _members(session: Session, group: IamGroup) -> list[IamUser]:
+    users = session.scalars(
+        select(IamUser)
+        .join(GroupMember, GroupMember.user_name == IamUser.name)
+        .where(GroupMember.group_name == group.name)
+    )
+    return list(users)
+
+
+def _membership(session: Session, group: IamGroup, user: IamUser) -> GroupMember | None:
+    return session.get(GroupMember, (group.name, user.name))
+
+
+@operation(SERVICE)
+def create_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    name, path = params["GroupName"], params.get("Path") or "/"
+    check_name(name, "groupName", 128)
+    check_path(path)
+    with db(ctx).transaction() as session:
+        if find_group(session, name) is not None:
+            raise _exists(name)
+        if session.scalar(select(func.count()).select_from(IamGroup)) >= MAX_GROUPS:
+            raise limit_exceeded(f"Cannot exceed quota for GroupsPerAccount: {MAX_GROUPS}")
+        group = IamGroup(name=name, group_id=random_id("AGPA"), path=path)
+        session.add(group)
+        session.flush()
+        return {"Group": group_shape(group, ctx.account_id)}
+
+
+@operation(SERVICE)
+def get_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with db(ctx).session() as session:
+        group = require_group(session, params["GroupName"])
+        members = _members(session, group)
+        shape = group_shape(group, ctx.account_id)
+    page, extra = paginate_by_name(members, params)
+    return {"Group": shape, "Users": [user_summary(u, ctx.account_id) for u in page], **extra}
+
+
+@operation(SERVICE)
+def list_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    prefix = params.get("PathPrefix") or "/"
+    check_path_prefix(prefix)
+    with db(ctx).session() as session:
+        groups = [g for g in session.scalars(select(IamGroup)) if g.path.startswith(prefix)]
+    page, extra = paginate_by_name(groups, params)
+    return {"Groups": [group_shape(g, ctx.account_id) for g in page], **extra}
+
+
+@operation(SERVICE)
+def update_group(ctx: RequestContext, params: dict[str, Any]) -> None:
+    new_name, new_path = params.get("NewGroupName"), params.get("NewPath")
+    if new_name:
+        check_name(new_name, "newGroupName", 128)
+    if new_path:
+        check_path(new_path, "newPath")
+    with db(ctx).transaction() as session:
+        group = require_group(session, params["GroupName"])
+        old_name = group.name
+        target_name, target_path = new_name or group.name, new_path or group.path
+        if new_name and new_name.lower() != old_name.lower() and find_group(session, new_name):
+            raise _exists(new_name)
+        if target_name != old_name:
+            # Memberships follow through ON UPDATE CASCADE, policies are moved with it.
+            rename_principal(session, GROUP, old_name, target_name)
+        session.execute(update(IamGroup).where(IamGroup.name == target_name).values(path=target_path))
+    return None
+
+
+@operation(SERVICE)
+def delete_group(ctx: RequestContext, params: dict[str, Any]) -> None:
+    with db(ctx).transaction() as session:
+        group = require_group(session, params["GroupName"])
+        if session.scalar(
+            select(func.count()).select_from(GroupMember).where(GroupMember.group_name == group.name)
+        ):
+            raise delete_conflict("Cannot delete entity, must remove users from group first.")
+        check_no_policies(session, GROUP, group.name)
+        session.delete(group)
+    return None
+
+
+# --------------------------------------------------------------------------- memberships
+
+
+@operation(SERVICE)
+def add_user_to_group(ctx: RequestContext, params: dict[str, Any]) -> None:
+    with db(ctx).transaction() as session:
+        group = require_group(session, params["GroupName"])
+        user = require_user(session, params["UserName"])
+        if _membership(session, group, user) is not None:
+            return None  # adding a member again is a no-op in AWS
+        if len(group_names_of(session, user.name)) >= MAX_GROUPS_PER_USER:
+            raise limit_exceeded(f"Cannot exceed quota for GroupsPerUser: {MAX_GROUPS_PER_USER}")
+        session.add(GroupMember(group_name=group.name, user_name=user.name))
+    return None
+
+
+@operation(SERVICE)
+def remove_user_from_group(ctx: RequestContext, params: dict[str, Any]) -> None:
+    with db(ctx).transaction() as session:
+        group = require_group(session, params["GroupName"])
+        user = require_user(session, params["UserName"])
+        membership = _membership(session, group, user)
+        if membership is not None:  # removing a non-member succeeds in AWS
+            session.delete(membership)
+    return None
+
+
+@operation(SERVICE)
+def list_groups_for_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    with db(ctx).session() as session:
+        user = require_user(session, params["UserName"])
+        groups = list(
+            session.scalars(
+                select(IamGroup)
+                .join(GroupMember, GroupMember.group_name == IamGroup.name)
+                .where(GroupMember.user_name == user.name)
+            )
+        )
+    page, extra = paginate_by_name(groups, params)
+    return {"Groups": [group_shape(g, ctx.account_id) for g in page], **extra}
