@@ -12,6 +12,7 @@ from sagestack.services.iam import (  # noqa: F401  (registers the handlers)
     policies,
     roles,
     simulate,
+    tags_and_boundaries,
     users,
 )
 from sagestack.services.iam.common import role_by_arn

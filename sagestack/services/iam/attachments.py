@@ -7,8 +7,6 @@ Put/Get/List/Delete{User,Role,Group}Policy.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,14 +14,13 @@ from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
 from sagestack.db.models.identity import InlinePolicy, ManagedPolicy, PolicyAttachment
-from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
     GROUP,
     ROLE,
-    SERVICE,
     USER,
     Entity,
+    EntityHandler,
     check_name,
     check_path_prefix,
     db,
@@ -33,6 +30,7 @@ from sagestack.services.iam.common import (
     no_such_entity,
     paginate,
     parse_document,
+    register_for,
     require_policy,
     significant_size,
 )
@@ -201,9 +199,8 @@ def _delete_inline(ctx: RequestContext, params: dict[str, Any], kind: Entity) ->
 
 # --------------------------------------------------------------------------- registration
 
-_Handler = Callable[[RequestContext, dict[str, Any], Entity], Any]
 #: Operation name templates ({} = User | Role | Group) and the one handler each.
-_OPERATIONS: dict[str, _Handler] = {
+_OPERATIONS: dict[str, EntityHandler] = {
     "Attach{}Policy": _attach,
     "Detach{}Policy": _detach,
     "ListAttached{}Policies": _list_attached,
@@ -213,6 +210,4 @@ _OPERATIONS: dict[str, _Handler] = {
     "Delete{}Policy": _delete_inline,
 }
 
-for _entity in (USER, ROLE, GROUP):
-    for _template, _handler in _OPERATIONS.items():
-        operation(SERVICE, _template.format(_entity.label))(partial(_handler, kind=_entity))
+register_for((USER, ROLE, GROUP), _OPERATIONS)

@@ -7,6 +7,7 @@ import secrets
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from sagestack.db.models.identity import (
     PolicyAttachment,
 )
 from sagestack.logic import tags as tag_store
+from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.pagination import decode_token, encode_token
 
@@ -205,6 +207,8 @@ class Entity:
     """Users, roles and groups: one lookup, one not-found error and one ARN, by principal type."""
 
     principal_type: str  # "user" | "role" | "group"
+    #: The longest name IAM accepts for one.
+    name_max: int = 64
 
     @property
     def label(self) -> str:
@@ -228,6 +232,9 @@ class Entity:
     def not_found(self, name: str) -> AwsError:
         return no_such_entity(f"The {self.principal_type} with name {name} cannot be found.")
 
+    def exists(self, name: str) -> AwsError:
+        return already_exists(f"{self.label} with name {name} already exists.")
+
     def arn(self, account: str, row: Any) -> str:
         return iam_arn(account, self.principal_type, row.path, row.name)
 
@@ -238,7 +245,7 @@ class Entity:
 
 USER = Entity("user")
 ROLE = Entity("role")
-GROUP = Entity("group")
+GROUP = Entity("group", name_max=128)
 ENTITIES = {e.principal_type: e for e in (USER, ROLE, GROUP)}
 
 find_user, require_user, user_not_found = USER.find, USER.require, USER.not_found
@@ -246,20 +253,56 @@ find_role, require_role, role_not_found = ROLE.find, ROLE.require, ROLE.not_foun
 find_group, require_group = GROUP.find, GROUP.require
 
 
-def rename_principal(session: Session, entity: Entity, old: str, new: str) -> None:
-    """Rename a user or group: its row, then the rows keyed by its name (policies, attachments).
+def update_name_and_path(session: Session, account: str, entity: Entity, params: dict[str, Any]) -> tuple[str, str]:
+    """UpdateUser / UpdateGroup: New<Kind>Name (unique regardless of case) and NewPath.
 
-    Rows with foreign keys to it (access keys, group memberships) follow by ON UPDATE CASCADE.
+    Rows keyed by the name (inline policies, attachments) are moved here; rows with
+    foreign keys to it (access keys, group memberships) follow by ON UPDATE CASCADE.
+    Returns the ARN before and after.
     """
+    new_name, new_path = params.get(f"New{entity.label}Name"), params.get("NewPath")
+    if new_name:
+        check_name(new_name, f"new{entity.label}Name", entity.name_max)
+    if new_path:
+        check_path(new_path, "newPath")
+    row = entity.require(session, params[entity.param])
+    old_name, old_arn = row.name, entity.arn(account, row)
+    target_name, target_path = new_name or row.name, new_path or row.path
+    if new_name and new_name.lower() != old_name.lower() and entity.find(session, new_name):
+        raise entity.exists(new_name)
     model = PRINCIPAL_MODELS[entity.principal_type]
-    session.execute(update(model).where(model.name == old).values(name=new))
-    for keyed in (InlinePolicy, PolicyAttachment):
-        session.execute(
-            update(keyed)
-            .where(keyed.principal_type == entity.principal_type, keyed.principal_name == old)
-            .values(principal_name=new)
-        )
+    if target_name != old_name:
+        session.execute(update(model).where(model.name == old_name).values(name=target_name))
+        for keyed in (InlinePolicy, PolicyAttachment):
+            session.execute(
+                update(keyed)
+                .where(keyed.principal_type == entity.principal_type, keyed.principal_name == old_name)
+                .values(principal_name=target_name)
+            )
+    session.execute(update(model).where(model.name == target_name).values(path=target_path))
     session.expire_all()
+    return old_arn, iam_arn(account, entity.principal_type, target_path, target_name)
+
+
+def list_page(ctx: RequestContext, entity: Entity, params: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """ListUsers / ListRoles / ListGroups: those under PathPrefix, one page in name order."""
+    prefix = params.get("PathPrefix") or "/"
+    check_path_prefix(prefix)
+    model = PRINCIPAL_MODELS[entity.principal_type]
+    with db(ctx).session() as session:
+        rows = [r for r in session.scalars(select(model)) if r.path.startswith(prefix)]
+    return paginate_by_name(rows, params)
+
+
+#: A handler written once for users, roles and groups: ``(ctx, params, kind)``.
+EntityHandler = Callable[[RequestContext, dict[str, Any], Entity], Any]
+
+
+def register_for(entities: Sequence[Entity], operations: dict[str, EntityHandler]) -> None:
+    """Register each handler ``(ctx, params, kind)`` once per entity: "Attach{}Policy" -> AttachUserPolicy, ..."""
+    for entity in entities:
+        for template, handler in operations.items():
+            operation(SERVICE, template.format(entity.label))(partial(handler, kind=entity))
 
 
 def check_no_policies(session: Session, entity: Entity, name: str) -> None:

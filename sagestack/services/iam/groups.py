@@ -9,42 +9,36 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sagestack.authz.principals import group_names_of
-from sagestack.aws.errors import AwsError
 from sagestack.db.models.identity import GroupMember, IamGroup, IamUser
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
     GROUP,
     SERVICE,
-    already_exists,
     check_name,
     check_no_policies,
     check_path,
-    check_path_prefix,
     db,
     delete_conflict,
     find_group,
     group_shape,
     limit_exceeded,
+    list_page,
     paginate_by_name,
     random_id,
-    rename_principal,
     require_group,
     require_user,
+    update_name_and_path,
     user_summary,
 )
 
 #: AWS's default quotas: groups in an account, groups one user may belong to.
 MAX_GROUPS = 300
 MAX_GROUPS_PER_USER = 10
-
-
-def _exists(name: str) -> AwsError:
-    return already_exists(f"Group with name {name} already exists.")
 
 
 def _members(session: Session, group: IamGroup) -> list[IamUser]:
@@ -63,11 +57,11 @@ def _membership(session: Session, group: IamGroup, user: IamUser) -> GroupMember
 @operation(SERVICE)
 def create_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name, path = params["GroupName"], params.get("Path") or "/"
-    check_name(name, "groupName", 128)
+    check_name(name, "groupName", GROUP.name_max)
     check_path(path)
     with db(ctx).transaction() as session:
         if find_group(session, name) is not None:
-            raise _exists(name)
+            raise GROUP.exists(name)
         if session.scalar(select(func.count()).select_from(IamGroup)) >= MAX_GROUPS:
             raise limit_exceeded(f"Cannot exceed quota for GroupsPerAccount: {MAX_GROUPS}")
         group = IamGroup(name=name, group_id=random_id("AGPA"), path=path)
@@ -88,31 +82,14 @@ def get_group(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 @operation(SERVICE)
 def list_groups(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    prefix = params.get("PathPrefix") or "/"
-    check_path_prefix(prefix)
-    with db(ctx).session() as session:
-        groups = [g for g in session.scalars(select(IamGroup)) if g.path.startswith(prefix)]
-    page, extra = paginate_by_name(groups, params)
+    page, extra = list_page(ctx, GROUP, params)
     return {"Groups": [group_shape(g, ctx.account_id) for g in page], **extra}
 
 
 @operation(SERVICE)
 def update_group(ctx: RequestContext, params: dict[str, Any]) -> None:
-    new_name, new_path = params.get("NewGroupName"), params.get("NewPath")
-    if new_name:
-        check_name(new_name, "newGroupName", 128)
-    if new_path:
-        check_path(new_path, "newPath")
     with db(ctx).transaction() as session:
-        group = require_group(session, params["GroupName"])
-        old_name = group.name
-        target_name, target_path = new_name or group.name, new_path or group.path
-        if new_name and new_name.lower() != old_name.lower() and find_group(session, new_name):
-            raise _exists(new_name)
-        if target_name != old_name:
-            # Memberships follow through ON UPDATE CASCADE, policies are moved with it.
-            rename_principal(session, GROUP, old_name, target_name)
-        session.execute(update(IamGroup).where(IamGroup.name == target_name).values(path=target_path))
+        update_name_and_path(session, ctx.account_id, GROUP, params)  # its members and policies follow
     return None
 
 
