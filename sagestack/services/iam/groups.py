@@ -50,8 +50,11 @@ def _members(session: Session, group: IamGroup) -> list[IamUser]:
     return list(users)
 
 
-def _membership(session: Session, group: IamGroup, user: IamUser) -> GroupMember | None:
-    return session.get(GroupMember, (group.name, user.name))
+def _membership(session: Session, params: dict[str, Any]) -> tuple[IamGroup, IamUser, GroupMember | None]:
+    """The group and user a request names (both must exist) and the user's membership, if any."""
+    group = require_group(session, params["GroupName"])
+    user = require_user(session, params["UserName"])
+    return group, user, session.get(GroupMember, (group.name, user.name))
 
 
 @operation(SERVICE)
@@ -112,9 +115,8 @@ def delete_group(ctx: RequestContext, params: dict[str, Any]) -> None:
 @operation(SERVICE)
 def add_user_to_group(ctx: RequestContext, params: dict[str, Any]) -> None:
     with db(ctx).transaction() as session:
-        group = require_group(session, params["GroupName"])
-        user = require_user(session, params["UserName"])
-        if _membership(session, group, user) is not None:
+        group, user, membership = _membership(session, params)
+        if membership is not None:
             return None  # adding a member again is a no-op in AWS
         if len(group_names_of(session, user.name)) >= MAX_GROUPS_PER_USER:
             raise limit_exceeded(f"Cannot exceed quota for GroupsPerUser: {MAX_GROUPS_PER_USER}")
@@ -125,9 +127,7 @@ def add_user_to_group(ctx: RequestContext, params: dict[str, Any]) -> None:
 @operation(SERVICE)
 def remove_user_from_group(ctx: RequestContext, params: dict[str, Any]) -> None:
     with db(ctx).transaction() as session:
-        group = require_group(session, params["GroupName"])
-        user = require_user(session, params["UserName"])
-        membership = _membership(session, group, user)
+        _, _, membership = _membership(session, params)
         if membership is not None:  # removing a non-member succeeds in AWS
             session.delete(membership)
     return None
