@@ -1,4 +1,4 @@
-"""IAM and STS state: the installation, users, keys, roles, policies, sessions."""
+"""IAM and STS state: the installation, users, groups, keys, roles, policies, sessions."""
 
 from __future__ import annotations
 
@@ -64,6 +64,28 @@ class IamRole(Base):
     permissions_boundary: Mapped[str | None] = mapped_column(String(2048), nullable=True)
 
 
+class IamGroup(Base):
+    __tablename__ = "iam_groups"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    group_id: Mapped[str] = mapped_column(String(32), unique=True)
+    path: Mapped[str] = mapped_column(String(512), default="/")
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class GroupMember(Base):
+    """One user in one group (AddUserToGroup); renames of either follow by ON UPDATE CASCADE."""
+
+    __tablename__ = "iam_group_members"
+
+    group_name: Mapped[str] = mapped_column(
+        ForeignKey("iam_groups.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True
+    )
+    user_name: Mapped[str] = mapped_column(
+        ForeignKey("iam_users.name", ondelete="CASCADE", onupdate="CASCADE"), primary_key=True, index=True
+    )
+
+
 class ManagedPolicy(Base):
     __tablename__ = "iam_managed_policies"
 
@@ -101,25 +123,28 @@ class PolicyVersion(Base):
 
 
 class InlinePolicy(Base):
-    """A policy embedded in one user or role (PutUserPolicy / PutRolePolicy)."""
+    """A policy embedded in one user, role or group (PutUserPolicy / PutRolePolicy / PutGroupPolicy)."""
 
     __tablename__ = "iam_inline_policies"
     __table_args__ = (UniqueConstraint("principal_type", "principal_name", "policy_name"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    principal_type: Mapped[str] = mapped_column(String(8))  # "user" | "role"
-    principal_name: Mapped[str] = mapped_column(String(64))
+    principal_type: Mapped[str] = mapped_column(String(8))  # "user" | "role" | "group"
+    #: 128: group names may be that long (user and role names 64).
+    principal_name: Mapped[str] = mapped_column(String(128))
     policy_name: Mapped[str] = mapped_column(String(128))
     document: Mapped[str] = mapped_column(Text)
 
 
 class PolicyAttachment(Base):
+    """A managed policy attached to one user, role or group."""
+
     __tablename__ = "iam_policy_attachments"
     __table_args__ = (UniqueConstraint("principal_type", "principal_name", "policy_arn"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    principal_type: Mapped[str] = mapped_column(String(8))
-    principal_name: Mapped[str] = mapped_column(String(64))
+    principal_type: Mapped[str] = mapped_column(String(8))  # "user" | "role" | "group"
+    principal_name: Mapped[str] = mapped_column(String(128))
     policy_arn: Mapped[str] = mapped_column(String(2048))
 
 

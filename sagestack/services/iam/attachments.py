@@ -1,9 +1,12 @@
-"""Managed-policy attachments and inline policies, for users and roles alike."""
+"""Managed-policy attachments and inline policies, for users, roles and groups alike.
+
+Each operation is written once and registered for every kind of principal (see the
+end of this module): Attach/Detach/ListAttached{User,Role,Group}Policies and
+Put/Get/List/Delete{User,Role,Group}Policy.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -11,10 +14,13 @@ from sqlalchemy.orm import Session
 
 from sagestack.aws.errors import AwsError
 from sagestack.db.models.identity import InlinePolicy, ManagedPolicy, PolicyAttachment
-from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
-    SERVICE,
+    GROUP,
+    ROLE,
+    USER,
+    Entity,
+    EntityHandler,
     check_name,
     check_path_prefix,
     db,
@@ -24,35 +30,21 @@ from sagestack.services.iam.common import (
     no_such_entity,
     paginate,
     parse_document,
+    register_for,
     require_policy,
-    require_role,
-    require_user,
     significant_size,
 )
 
-
-@dataclass(frozen=True)
-class _Kind:
-    """What differs between users and roles for the operations below."""
-
-    principal_type: str  # "user" | "role"
-    param: str  # "UserName" | "RoleName"
-    quota_name: str  # "PoliciesPerUser" | "PoliciesPerRole"
-    #: AWS quota on the combined size of a principal's inline policies.
-    inline_size: int
-    require: Callable[[Session, str], Any]
-
-
-USER = _Kind("user", "UserName", "PoliciesPerUser", 2048, require_user)
-ROLE = _Kind("role", "RoleName", "PoliciesPerRole", 10240, require_role)
-#: AWS's default quota of managed policies attached to one user or role.
+#: AWS quotas on the combined size of one principal's inline policies (non-whitespace characters).
+INLINE_SIZE = {"user": 2048, "role": 10240, "group": 5120}
+#: AWS's default quota of managed policies attached to one user, role or group.
 MAX_ATTACHED = 10
 
 
 # --------------------------------------------------------------------------- managed
 
 
-def _attachment(session: Session, kind: _Kind, name: str, arn: str) -> PolicyAttachment | None:
+def _attachment(session: Session, kind: Entity, name: str, arn: str) -> PolicyAttachment | None:
     return session.scalars(
         select(PolicyAttachment).where(
             PolicyAttachment.principal_type == kind.principal_type,
@@ -62,7 +54,7 @@ def _attachment(session: Session, kind: _Kind, name: str, arn: str) -> PolicyAtt
     ).first()
 
 
-def _attach(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
+def _attach(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> None:
     with db(ctx).transaction() as session:
         principal = kind.require(session, params[kind.param])
         policy = require_policy(session, params["PolicyArn"])
@@ -77,7 +69,7 @@ def _attach(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
             )
         )
         if count >= MAX_ATTACHED:
-            raise limit_exceeded(f"Cannot exceed quota for {kind.quota_name}: {MAX_ATTACHED}")
+            raise limit_exceeded(f"Cannot exceed quota for PoliciesPer{kind.label}: {MAX_ATTACHED}")
         session.add(
             PolicyAttachment(
                 principal_type=kind.principal_type, principal_name=principal.name, policy_arn=policy.arn
@@ -85,7 +77,7 @@ def _attach(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
         )
 
 
-def _detach(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
+def _detach(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> None:
     with db(ctx).transaction() as session:
         principal = kind.require(session, params[kind.param])
         arn = params["PolicyArn"]
@@ -95,7 +87,7 @@ def _detach(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
         session.delete(row)
 
 
-def _list_attached(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> dict[str, Any]:
+def _list_attached(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> dict[str, Any]:
     prefix = params.get("PathPrefix") or "/"
     check_path_prefix(prefix)
     with db(ctx).session() as session:
@@ -120,40 +112,16 @@ def _key(policy: ManagedPolicy) -> str:
     return f"{name_key(policy.name)}|{policy.arn}"
 
 
-@operation(SERVICE)
-def attach_role_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _attach(ctx, params, ROLE)
 
 
-@operation(SERVICE)
-def detach_role_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _detach(ctx, params, ROLE)
 
 
-@operation(SERVICE)
-def list_attached_role_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _list_attached(ctx, params, ROLE)
-
-
-@operation(SERVICE)
-def attach_user_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _attach(ctx, params, USER)
-
-
-@operation(SERVICE)
-def detach_user_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _detach(ctx, params, USER)
-
-
-@operation(SERVICE)
-def list_attached_user_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _list_attached(ctx, params, USER)
 
 
 # --------------------------------------------------------------------------- inline
 
 
-def _inline_rows(session: Session, kind: _Kind, name: str) -> list[InlinePolicy]:
+def _inline_rows(session: Session, kind: Entity, name: str) -> list[InlinePolicy]:
     return list(
         session.scalars(
             select(InlinePolicy).where(
@@ -167,11 +135,11 @@ def _find_inline(rows: list[InlinePolicy], policy_name: str) -> InlinePolicy | N
     return next((r for r in rows if r.policy_name.lower() == policy_name.lower()), None)
 
 
-def _inline_not_found(kind: _Kind, policy_name: str) -> AwsError:
+def _inline_not_found(kind: Entity, policy_name: str) -> AwsError:
     return no_such_entity(f"The {kind.principal_type} policy with name {policy_name} cannot be found.")
 
 
-def _put_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
+def _put_inline(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> None:
     policy_name, document = params["PolicyName"], params["PolicyDocument"]
     check_name(policy_name, "policyName", 128)
     parse_document(document)
@@ -180,9 +148,10 @@ def _put_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> Non
         rows = _inline_rows(session, kind, principal.name)
         existing = _find_inline(rows, policy_name)
         others = sum(significant_size(r.document) for r in rows if r is not existing)
-        if others + significant_size(document) > kind.inline_size:
+        limit = INLINE_SIZE[kind.principal_type]
+        if others + significant_size(document) > limit:
             raise limit_exceeded(
-                f"Maximum policy size of {kind.inline_size} bytes exceeded for "
+                f"Maximum policy size of {limit} bytes exceeded for "
                 f"{kind.principal_type} {principal.name}"
             )
         if existing is None:
@@ -198,7 +167,7 @@ def _put_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> Non
             existing.document = document
 
 
-def _get_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> dict[str, Any]:
+def _get_inline(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> dict[str, Any]:
     with db(ctx).session() as session:
         principal = kind.require(session, params[kind.param])
         row = _find_inline(_inline_rows(session, kind, principal.name), params["PolicyName"])
@@ -211,7 +180,7 @@ def _get_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> dic
     }
 
 
-def _list_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> dict[str, Any]:
+def _list_inline(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> dict[str, Any]:
     with db(ctx).session() as session:
         principal = kind.require(session, params[kind.param])
         names = sorted((r.policy_name for r in _inline_rows(session, kind, principal.name)), key=name_key)
@@ -219,7 +188,7 @@ def _list_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> di
     return {"PolicyNames": page, **extra}
 
 
-def _delete_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> None:
+def _delete_inline(ctx: RequestContext, params: dict[str, Any], kind: Entity) -> None:
     with db(ctx).transaction() as session:
         principal = kind.require(session, params[kind.param])
         row = _find_inline(_inline_rows(session, kind, principal.name), params["PolicyName"])
@@ -228,41 +197,17 @@ def _delete_inline(ctx: RequestContext, params: dict[str, Any], kind: _Kind) -> 
         session.delete(row)
 
 
-@operation(SERVICE)
-def put_role_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _put_inline(ctx, params, ROLE)
+# --------------------------------------------------------------------------- registration
 
+#: Operation name templates ({} = User | Role | Group) and the one handler each.
+_OPERATIONS: dict[str, EntityHandler] = {
+    "Attach{}Policy": _attach,
+    "Detach{}Policy": _detach,
+    "ListAttached{}Policies": _list_attached,
+    "Put{}Policy": _put_inline,
+    "Get{}Policy": _get_inline,
+    "List{}Policies": _list_inline,
+    "Delete{}Policy": _delete_inline,
+}
 
-@operation(SERVICE)
-def get_role_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _get_inline(ctx, params, ROLE)
-
-
-@operation(SERVICE)
-def list_role_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _list_inline(ctx, params, ROLE)
-
-
-@operation(SERVICE)
-def delete_role_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _delete_inline(ctx, params, ROLE)
-
-
-@operation(SERVICE)
-def put_user_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _put_inline(ctx, params, USER)
-
-
-@operation(SERVICE)
-def get_user_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _get_inline(ctx, params, USER)
-
-
-@operation(SERVICE)
-def list_user_policies(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    return _list_inline(ctx, params, USER)
-
-
-@operation(SERVICE)
-def delete_user_policy(ctx: RequestContext, params: dict[str, Any]) -> None:
-    _delete_inline(ctx, params, USER)
+register_for((USER, ROLE, GROUP), _OPERATIONS)

@@ -6,18 +6,30 @@ import re
 import secrets
 import string
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from sagestack.arns import iam_arn
 from sagestack.authz.policy import Policy, PolicyError, PolicyKind, parse_policy
+from sagestack.authz.principals import PRINCIPAL_MODELS, find_principal
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
-from sagestack.db.models.identity import IamRole, IamUser, Installation, ManagedPolicy
+from sagestack.db.models.identity import (
+    IamGroup,
+    IamRole,
+    IamUser,
+    InlinePolicy,
+    Installation,
+    ManagedPolicy,
+    PolicyAttachment,
+)
 from sagestack.logic import tags as tag_store
+from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.pagination import decode_token, encode_token
 
@@ -77,14 +89,6 @@ def access_denied(ctx: RequestContext, action: str, resource: str) -> AwsError:
     )
 
 
-def user_not_found(name: str) -> AwsError:
-    return no_such_entity(f"The user with name {name} cannot be found.")
-
-
-def role_not_found(name: str) -> AwsError:
-    return no_such_entity(f"The role with name {name} cannot be found.")
-
-
 def policy_not_found(arn: str) -> AwsError:
     return no_such_entity(f"Policy {arn} does not exist or is not attachable.")
 
@@ -93,7 +97,7 @@ def policy_not_found(arn: str) -> AwsError:
 
 
 def random_id(prefix: str, length: int = 17) -> str:
-    """AWS-style unique ids: AIDA (user), AROA (role), ANPA (policy) + uppercase alnum."""
+    """AWS-style unique ids: AIDA (user), AROA (role), AGPA (group), ANPA (policy) + uppercase alnum."""
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length))
 
 
@@ -198,29 +202,122 @@ def significant_size(document: str) -> int:
 # --------------------------------------------------------------------------- lookups
 
 
-def find_user(session: Session, name: str) -> IamUser | None:
-    # IAM names are unique regardless of case, and looked up that way.
-    stmt = select(IamUser).where(func.lower(IamUser.name) == name.lower())
-    return session.scalars(stmt).first()
+@dataclass(frozen=True)
+class Entity:
+    """Users, roles and groups: one lookup, one not-found error and one ARN, by principal type."""
+
+    principal_type: str  # "user" | "role" | "group"
+    #: The longest name IAM accepts for one.
+    name_max: int = 64
+
+    @property
+    def label(self) -> str:
+        """"User" | "Role" | "Group", as operation and parameter names spell it."""
+        return self.principal_type.capitalize()
+
+    @property
+    def param(self) -> str:
+        """The request member naming one: "UserName" | "RoleName" | "GroupName"."""
+        return f"{self.label}Name"
+
+    def find(self, session: Session, name: str) -> Any:
+        return find_principal(session, self.principal_type, name)
+
+    def require(self, session: Session, name: str) -> Any:
+        row = self.find(session, name)
+        if row is None:
+            raise self.not_found(name)
+        return row
+
+    def not_found(self, name: str) -> AwsError:
+        return no_such_entity(f"The {self.principal_type} with name {name} cannot be found.")
+
+    def exists(self, name: str) -> AwsError:
+        return already_exists(f"{self.label} with name {name} already exists.")
+
+    def arn(self, account: str, row: Any) -> str:
+        return iam_arn(account, self.principal_type, row.path, row.name)
+
+    def id_of(self, row: Any) -> str:
+        """Its unique id (AIDA..., AROA..., AGPA...)."""
+        return getattr(row, f"{self.principal_type}_id")
 
 
-def require_user(session: Session, name: str) -> IamUser:
-    user = find_user(session, name)
-    if user is None:
-        raise user_not_found(name)
-    return user
+USER = Entity("user")
+ROLE = Entity("role")
+GROUP = Entity("group", name_max=128)
+ENTITIES = {e.principal_type: e for e in (USER, ROLE, GROUP)}
+
+find_user, require_user, user_not_found = USER.find, USER.require, USER.not_found
+find_role, require_role, role_not_found = ROLE.find, ROLE.require, ROLE.not_found
+find_group, require_group = GROUP.find, GROUP.require
 
 
-def find_role(session: Session, name: str) -> IamRole | None:
-    stmt = select(IamRole).where(func.lower(IamRole.name) == name.lower())
-    return session.scalars(stmt).first()
+def update_name_and_path(session: Session, account: str, entity: Entity, params: dict[str, Any]) -> tuple[str, str]:
+    """UpdateUser / UpdateGroup: New<Kind>Name (unique regardless of case) and NewPath.
+
+    Rows keyed by the name (inline policies, attachments) are moved here; rows with
+    foreign keys to it (access keys, group memberships) follow by ON UPDATE CASCADE.
+    Returns the ARN before and after.
+    """
+    new_name, new_path = params.get(f"New{entity.label}Name"), params.get("NewPath")
+    if new_name:
+        check_name(new_name, f"new{entity.label}Name", entity.name_max)
+    if new_path:
+        check_path(new_path, "newPath")
+    row = entity.require(session, params[entity.param])
+    old_name, old_arn = row.name, entity.arn(account, row)
+    target_name, target_path = new_name or row.name, new_path or row.path
+    if new_name and new_name.lower() != old_name.lower() and entity.find(session, new_name):
+        raise entity.exists(new_name)
+    model = PRINCIPAL_MODELS[entity.principal_type]
+    if target_name != old_name:
+        session.execute(update(model).where(model.name == old_name).values(name=target_name))
+        for keyed in (InlinePolicy, PolicyAttachment):
+            session.execute(
+                update(keyed)
+                .where(keyed.principal_type == entity.principal_type, keyed.principal_name == old_name)
+                .values(principal_name=target_name)
+            )
+    session.execute(update(model).where(model.name == target_name).values(path=target_path))
+    session.expire_all()
+    return old_arn, iam_arn(account, entity.principal_type, target_path, target_name)
 
 
-def require_role(session: Session, name: str) -> IamRole:
-    role = find_role(session, name)
-    if role is None:
-        raise role_not_found(name)
-    return role
+def list_page(ctx: RequestContext, entity: Entity, params: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """ListUsers / ListRoles / ListGroups: those under PathPrefix, one page in name order."""
+    prefix = params.get("PathPrefix") or "/"
+    check_path_prefix(prefix)
+    model = PRINCIPAL_MODELS[entity.principal_type]
+    with db(ctx).session() as session:
+        rows = [r for r in session.scalars(select(model)) if r.path.startswith(prefix)]
+    return paginate_by_name(rows, params)
+
+
+#: A handler written once for users, roles and groups: ``(ctx, params, kind)``.
+EntityHandler = Callable[[RequestContext, dict[str, Any], Entity], Any]
+
+
+def register_for(entities: Sequence[Entity], operations: dict[str, EntityHandler]) -> None:
+    """Register each handler ``(ctx, params, kind)`` once per entity: "Attach{}Policy" -> AttachUserPolicy, ..."""
+    for entity in entities:
+        for template, handler in operations.items():
+            operation(SERVICE, template.format(entity.label))(partial(handler, kind=entity))
+
+
+def check_no_policies(session: Session, entity: Entity, name: str) -> None:
+    """AWS refuses to delete a user, role or group that still has inline or attached policies."""
+    for model, message in (
+        (InlinePolicy, "Cannot delete entity, must delete policies first."),
+        (PolicyAttachment, "Cannot delete entity, must detach all policies first."),
+    ):
+        count = session.scalar(
+            select(func.count())
+            .select_from(model)
+            .where(model.principal_type == entity.principal_type, model.principal_name == name)
+        )
+        if count:
+            raise delete_conflict(message)
 
 
 def require_policy(session: Session, arn: str) -> ManagedPolicy:
@@ -300,6 +397,23 @@ def user_shape(user: IamUser, account: str, tags: list[dict[str, str]] | None = 
     if tags:
         out["Tags"] = tags
     return out
+
+
+def user_summary(user: IamUser, account: str) -> dict[str, Any]:
+    """A user as lists show it (ListUsers, GetGroup): no tags, no boundary, as AWS does."""
+    shape = user_shape(user, account)
+    shape.pop("PermissionsBoundary", None)
+    return shape
+
+
+def group_shape(group: IamGroup, account: str) -> dict[str, Any]:
+    return {
+        "Path": group.path,
+        "GroupName": group.name,
+        "GroupId": group.group_id,
+        "Arn": GROUP.arn(account, group),
+        "CreateDate": group.created,
+    }
 
 
 def role_shape(role: IamRole, account: str, tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -410,3 +524,13 @@ def paginate_in_order(items: Sequence[T], params: dict[str, Any]) -> tuple[list[
 def name_key(name: str) -> str:
     # Names are unique case-insensitively, so the folded name is a total order.
     return name.lower()
+
+
+def paginate_by_name(rows: Sequence[T], params: dict[str, Any]) -> tuple[list[T], dict[str, Any]]:
+    """One page of users, roles or groups in name order (any rows with a ``name``)."""
+    ordered = sorted(rows, key=_row_name_key)
+    return paginate(ordered, params, _row_name_key)
+
+
+def _row_name_key(row: Any) -> str:
+    return name_key(row.name)

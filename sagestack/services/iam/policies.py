@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from sagestack.authz.principals import PRINCIPAL_MODELS
 from sagestack.db.base import utcnow
 from sagestack.db.models.identity import (
     IamRole,
@@ -18,11 +19,16 @@ from sagestack.db.models.identity import (
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
+    ENTITIES,
+    ROLE,
     SERVICE,
+    USER,
+    Entity,
     access_denied,
     add_tags,
     already_exists,
     check_name,
+    check_path,
     check_path_prefix,
     check_policy_path,
     check_tags,
@@ -384,30 +390,39 @@ def list_policy_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, A
 def list_entities_for_policy(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     entity_filter = params.get("EntityFilter")
     prefix = params.get("PathPrefix") or "/"
-    boundary = params.get("PolicyUsageFilter") == "PermissionsBoundary"
+    check_path(prefix, "pathPrefix")
     with db(ctx).session() as session:
         policy = require_policy(session, params["PolicyArn"])
-        entities = _entities_using(session, policy.arn, boundary)
-    if entity_filter in ("User", "Role", "Group"):
-        entities = [e for e in entities if e[0] == entity_filter]
-    entities = [e for e in entities if e[2].path.startswith(prefix)]
-    entities.sort(key=lambda e: f"{e[0]}|{name_key(e[1])}")
-    page, extra = paginate(entities, params, lambda e: f"{e[0]}|{name_key(e[1])}")
-    users = [{"UserName": e[1], "UserId": e[2].user_id} for e in page if e[0] == "User"]
-    roles = [{"RoleName": e[1], "RoleId": e[2].role_id} for e in page if e[0] == "Role"]
-    return {"PolicyGroups": [], "PolicyUsers": users, "PolicyRoles": roles, **extra}
+        entities = _entities_using(session, policy.arn, params.get("PolicyUsageFilter"))
+    if entity_filter is not None:
+        # A policy is used by users, roles and groups only: the policy filters match nothing.
+        entities = [(e, row) for e, row in entities if e.label == entity_filter]
+    entities = [(e, row) for e, row in entities if row.path.startswith(prefix)]
+    entities.sort(key=_entity_key)
+    page, extra = paginate(entities, params, _entity_key)
+    out: dict[str, Any] = {f"Policy{e.label}s": [] for e in ENTITIES.values()}
+    for entity, row in page:
+        out[f"Policy{entity.label}s"].append(
+            {entity.param: row.name, f"{entity.label}Id": entity.id_of(row)}
+        )
+    return {**out, **extra}
 
 
-def _entities_using(session: Session, arn: str, boundary: bool) -> list[tuple[str, str, Any]]:
-    """(kind, name, row) of every user and role that uses the policy."""
-    if boundary:
-        users = session.scalars(select(IamUser).where(IamUser.permissions_boundary == arn))
-        roles = session.scalars(select(IamRole).where(IamRole.permissions_boundary == arn))
-        return [("User", u.name, u) for u in users] + [("Role", r.name, r) for r in roles]
-    out: list[tuple[str, str, Any]] = []
-    for att in session.scalars(select(PolicyAttachment).where(PolicyAttachment.policy_arn == arn)):
-        model, kind = (IamUser, "User") if att.principal_type == "user" else (IamRole, "Role")
-        row = session.get(model, att.principal_name)
-        if row is not None:
-            out.append((kind, row.name, row))
-    return out
+def _entity_key(item: tuple[Entity, Any]) -> str:
+    return f"{item[0].label}|{name_key(item[1].name)}"
+
+
+def _entities_using(session: Session, arn: str, usage: str | None) -> list[tuple[Entity, Any]]:
+    """Every user, role and group using the policy: attached (PermissionsPolicy), as a
+    boundary (PermissionsBoundary), or either when ``usage`` is None."""
+    found: dict[tuple[str, str], tuple[Entity, Any]] = {}
+    if usage != "PermissionsBoundary":
+        for att in session.scalars(select(PolicyAttachment).where(PolicyAttachment.policy_arn == arn)):
+            row = session.get(PRINCIPAL_MODELS[att.principal_type], att.principal_name)
+            if row is not None:
+                found[(att.principal_type, row.name)] = (ENTITIES[att.principal_type], row)
+    if usage != "PermissionsPolicy":
+        for model, entity in ((IamUser, USER), (IamRole, ROLE)):  # groups have no boundary
+            for row in session.scalars(select(model).where(model.permissions_boundary == arn)):
+                found[(entity.principal_type, row.name)] = (entity, row)
+    return list(found.values())

@@ -1,40 +1,35 @@
-"""IAM roles: CRUD, trust policy, tags, permissions boundary."""
+"""IAM roles: CRUD and trust policy (tags and boundary: tags_and_boundaries)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from sagestack.db.models.identity import IamRole, InlinePolicy, PolicyAttachment, SessionCredential
+from sagestack.db.models.identity import IamRole, SessionCredential
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
+    ROLE,
     SERVICE,
     add_tags,
-    already_exists,
     check_description,
     check_name,
+    check_no_policies,
     check_path,
-    check_path_prefix,
     check_session_duration,
     check_tags,
     db,
     delete_all_tags,
-    delete_conflict,
     find_role,
     get_tags,
     limit_exceeded,
-    name_key,
-    paginate,
-    paginate_in_order,
+    list_page,
     parse_document,
     random_id,
-    remove_tags,
     require_boundary,
     require_role,
-    role_arn,
     role_shape,
     significant_size,
 )
@@ -49,13 +44,10 @@ def _check_trust_policy(document: str) -> None:
         raise limit_exceeded(f"Cannot exceed quota for ACLSizePerRole: {MAX_TRUST_POLICY_SIZE}")
 
 
-def _arn(ctx: RequestContext, role: IamRole) -> str:
-    return role_arn(ctx.account_id, role.path, role.name)
-
 
 def _detail(session: Session, ctx: RequestContext, role: IamRole) -> dict[str, Any]:
     # GetRole reports RoleLastUsed even when empty; sagestack does not track it yet.
-    return {**role_shape(role, ctx.account_id, get_tags(session, _arn(ctx, role))), "RoleLastUsed": {}}
+    return {**role_shape(role, ctx.account_id, get_tags(session, ROLE.arn(ctx.account_id, role))), "RoleLastUsed": {}}
 
 
 @operation(SERVICE)
@@ -72,7 +64,7 @@ def create_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     _check_trust_policy(document)
     with db(ctx).transaction() as session:
         if find_role(session, name) is not None:
-            raise already_exists(f"Role with name {name} already exists.")
+            raise ROLE.exists(name)
         boundary = params.get("PermissionsBoundary")
         if boundary:
             require_boundary(session, boundary)
@@ -87,8 +79,8 @@ def create_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         )
         session.add(role)
         session.flush()
-        add_tags(session, _arn(ctx, role), tags)
-        shape = role_shape(role, ctx.account_id, get_tags(session, _arn(ctx, role)))
+        add_tags(session, ROLE.arn(ctx.account_id, role), tags)
+        shape = role_shape(role, ctx.account_id, get_tags(session, ROLE.arn(ctx.account_id, role)))
         return {"Role": shape}
 
 
@@ -101,12 +93,7 @@ def get_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
 
 @operation(SERVICE)
 def list_roles(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    prefix = params.get("PathPrefix") or "/"
-    check_path_prefix(prefix)
-    with db(ctx).session() as session:
-        roles = [r for r in session.scalars(select(IamRole)) if r.path.startswith(prefix)]
-    roles.sort(key=lambda r: name_key(r.name))
-    page, extra = paginate(roles, params, lambda r: name_key(r.name))
+    page, extra = list_page(ctx, ROLE, params)
     # ListRoles leaves out tags, boundary and last use, as AWS does.
     return {"Roles": [role_shape(r, ctx.account_id) for r in page], **extra}
 
@@ -148,27 +135,13 @@ def update_assume_role_policy(ctx: RequestContext, params: dict[str, Any]) -> No
 def delete_role(ctx: RequestContext, params: dict[str, Any]) -> None:
     with db(ctx).transaction() as session:
         role = require_role(session, params["RoleName"])
-        _check_role_is_empty(session, role.name)
-        delete_all_tags(session, _arn(ctx, role))
+        check_no_policies(session, ROLE, role.name)
+        delete_all_tags(session, ROLE.arn(ctx.account_id, role))
         # Sessions of a deleted role must not outlive it (a new role of the same
         # name is a different principal in AWS).
         session.execute(delete(SessionCredential).where(SessionCredential.role_name == role.name))
         session.delete(role)
     return None
-
-
-def _check_role_is_empty(session: Session, name: str) -> None:
-    for model, message in (
-        (PolicyAttachment, "Cannot delete entity, must detach all policies first."),
-        (InlinePolicy, "Cannot delete entity, must delete policies first."),
-    ):
-        count = session.scalar(
-            select(func.count())
-            .select_from(model)
-            .where(model.principal_type == "role", model.principal_name == name)
-        )
-        if count:
-            raise delete_conflict(message)
 
 
 @operation(SERVICE)
@@ -177,51 +150,3 @@ def list_instance_profiles_for_role(ctx: RequestContext, params: dict[str, Any])
     with db(ctx).session() as session:
         require_role(session, params["RoleName"])
     return {"InstanceProfiles": [], "IsTruncated": False}
-
-
-# --------------------------------------------------------------------------- tags
-
-
-@operation(SERVICE)
-def tag_role(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        role = require_role(session, params["RoleName"])
-        add_tags(session, _arn(ctx, role), params["Tags"])
-    return None
-
-
-@operation(SERVICE)
-def untag_role(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        role = require_role(session, params["RoleName"])
-        remove_tags(session, _arn(ctx, role), params["TagKeys"])
-    return None
-
-
-@operation(SERVICE)
-def list_role_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with db(ctx).session() as session:
-        role = require_role(session, params["RoleName"])
-        tags = get_tags(session, _arn(ctx, role))
-    page, extra = paginate_in_order(tags, params)
-    return {"Tags": page, **extra}
-
-
-# --------------------------------------------------------------------------- boundary
-
-
-@operation(SERVICE)
-def put_role_permissions_boundary(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        role = require_role(session, params["RoleName"])
-        require_boundary(session, params["PermissionsBoundary"])
-        role.permissions_boundary = params["PermissionsBoundary"]
-    return None
-
-
-@operation(SERVICE)
-def delete_role_permissions_boundary(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        role = require_role(session, params["RoleName"])
-        role.permissions_boundary = None
-    return None

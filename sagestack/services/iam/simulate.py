@@ -23,10 +23,10 @@ from sagestack.aws.errors import AwsError
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
+    ENTITIES,
     SERVICE,
     db,
     invalid_input,
-    no_such_entity,
     paginate_in_order,
     split_arn,
 )
@@ -38,7 +38,7 @@ _SEVERITY = {"allowed": 0, "implicitDeny": 1, "explicitDeny": 2}
 
 
 def _source_principal(arn: str) -> tuple[str, str]:
-    """("user"|"role", name) named by PolicySourceArn.
+    """("user"|"role"|"group", name) named by PolicySourceArn.
 
     An STS assumed-role ARN is taken as its role, since tools often pass the
     caller identity straight through.
@@ -50,8 +50,6 @@ def _source_principal(arn: str) -> tuple[str, str]:
     parts = split_arn(arn)
     if parts is None or parts[1] not in ("user", "role", "group"):
         raise invalid_input(f"Invalid ARN: {arn}")
-    if parts[1] == "group":
-        raise no_such_entity(f"The group with name {parts[3]} cannot be found.")
     return parts[1], parts[3]
 
 
@@ -169,7 +167,7 @@ def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> di
         except PolicyError as exc:  # a stored document IAM would not have accepted
             raise _evaluation_error(str(exc)) from None
     if stored is None:
-        raise no_such_entity(f"The {principal_type} with name {name} cannot be found.")
+        raise ENTITIES[principal_type].not_found(name)
     exclusions = params.get("PolicyExclusionList") or []
     identity = [s for s in stored.identity if not _excluded(s, exclusions, principal_type, name)]
     identity += _input_sources(params.get("PolicyInputList") or [], "PolicyInputList")
@@ -178,7 +176,9 @@ def simulate_principal_policy(ctx: RequestContext, params: dict[str, Any]) -> di
         boundary = _input_sources(
             params["PermissionsBoundaryPolicyInputList"], "PermissionsBoundaryPolicyInputList"
         )
-    caller = Caller(arn=params.get("CallerArn") or stored.arn, account_id=ctx.account_id)
+    # A group is no caller: without CallerArn its simulation has none (as SimulateCustomPolicy).
+    default_caller = "" if principal_type == "group" else stored.arn
+    caller = Caller(arn=params.get("CallerArn") or default_caller, account_id=ctx.account_id)
     return _simulate(params, identity, boundary, caller)
 
 

@@ -1,39 +1,39 @@
-"""IAM users: CreateUser, GetUser, ListUsers, UpdateUser, DeleteUser, user tags and boundary."""
+"""IAM users: CreateUser, GetUser, ListUsers, UpdateUser, DeleteUser (tags and boundary: tags_and_boundaries)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sagestack.db.models.identity import AccessKey, IamUser, InlinePolicy, PolicyAttachment
+from sagestack.authz.principals import group_names_of
+from sagestack.db.models.identity import AccessKey, IamUser
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
 from sagestack.services.iam.common import (
     SERVICE,
+    USER,
     add_tags,
-    already_exists,
     caller_user_name,
     check_name,
+    check_no_policies,
     check_path,
-    check_path_prefix,
     check_tags,
     db,
     delete_all_tags,
     delete_conflict,
     find_user,
     get_tags,
+    list_page,
     move_tags,
-    name_key,
-    paginate,
-    paginate_in_order,
     random_id,
-    remove_tags,
     require_boundary,
     require_user,
+    update_name_and_path,
     user_arn,
     user_shape,
+    user_summary,
 )
 
 
@@ -46,7 +46,7 @@ def create_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     check_tags(tags)
     with db(ctx).transaction() as session:
         if find_user(session, name) is not None:
-            raise already_exists(f"User with name {name} already exists.")
+            raise USER.exists(name)
         boundary = params.get("PermissionsBoundary")
         if boundary:
             require_boundary(session, boundary)
@@ -54,7 +54,7 @@ def create_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         session.add(user)
         session.flush()
         add_tags(session, user_arn(ctx.account_id, path, name), tags)
-        return {"User": user_shape(user, ctx.account_id, get_tags(session, _arn(ctx, user)))}
+        return {"User": user_shape(user, ctx.account_id, get_tags(session, USER.arn(ctx.account_id, user)))}
 
 
 @operation(SERVICE)
@@ -62,56 +62,22 @@ def get_user(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = caller_user_name(ctx, params)
     with db(ctx).session() as session:
         user = require_user(session, name)
-        return {"User": user_shape(user, ctx.account_id, get_tags(session, _arn(ctx, user)))}
+        return {"User": user_shape(user, ctx.account_id, get_tags(session, USER.arn(ctx.account_id, user)))}
 
 
 @operation(SERVICE)
 def list_users(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    prefix = params.get("PathPrefix") or "/"
-    check_path_prefix(prefix)
-    with db(ctx).session() as session:
-        users = [u for u in session.scalars(select(IamUser)) if u.path.startswith(prefix)]
-    users.sort(key=lambda u: name_key(u.name))
-    page, extra = paginate(users, params, lambda u: name_key(u.name))
+    page, extra = list_page(ctx, USER, params)
     # Listing omits tags and boundaries, as AWS does (GetUser returns them).
-    shapes = []
-    for user in page:
-        shape = user_shape(user, ctx.account_id)
-        shape.pop("PermissionsBoundary", None)
-        shapes.append(shape)
-    return {"Users": shapes, **extra}
+    return {"Users": [user_summary(u, ctx.account_id) for u in page], **extra}
 
 
 @operation(SERVICE)
 def update_user(ctx: RequestContext, params: dict[str, Any]) -> None:
-    new_name, new_path = params.get("NewUserName"), params.get("NewPath")
-    if new_name:
-        check_name(new_name, "newUserName")
-    if new_path:
-        check_path(new_path, "newPath")
     with db(ctx).transaction() as session:
-        user = require_user(session, params["UserName"])
-        old_name, old_arn = user.name, _arn(ctx, user)
-        target_name, target_path = new_name or user.name, new_path or user.path
-        if new_name and new_name.lower() != old_name.lower() and find_user(session, new_name):
-            raise already_exists(f"User with name {new_name} already exists.")
-        if target_name != old_name:
-            _rename(session, old_name, target_name)
-        session.execute(update(IamUser).where(IamUser.name == target_name).values(path=target_path))
-        move_tags(session, old_arn, user_arn(ctx.account_id, target_path, target_name))
+        old_arn, new_arn = update_name_and_path(session, ctx.account_id, USER, params)
+        move_tags(session, old_arn, new_arn)
     return None
-
-
-def _rename(session: Session, old: str, new: str) -> None:
-    # Access keys follow through ON UPDATE CASCADE; name-keyed rows are moved by hand.
-    session.execute(update(IamUser).where(IamUser.name == old).values(name=new))
-    for model in (InlinePolicy, PolicyAttachment):
-        session.execute(
-            update(model)
-            .where(model.principal_type == "user", model.principal_name == old)
-            .values(principal_name=new)
-        )
-    session.expire_all()
 
 
 @operation(SERVICE)
@@ -121,76 +87,18 @@ def delete_user(ctx: RequestContext, params: dict[str, Any]) -> None:
         if user.is_admin:
             raise delete_conflict("Cannot delete the installation's admin user.")
         _check_user_is_empty(session, user.name)
-        delete_all_tags(session, _arn(ctx, user))
+        delete_all_tags(session, USER.arn(ctx.account_id, user))
         session.delete(user)
     return None
 
 
 def _check_user_is_empty(session: Session, name: str) -> None:
-    """AWS refuses to delete a user that still owns keys or policies."""
+    """AWS refuses to delete a user that still owns keys or policies, or belongs to a group."""
     keys = session.scalar(select(func.count()).select_from(AccessKey).where(AccessKey.user_name == name))
     if keys:
         raise delete_conflict("Cannot delete entity, must delete access keys first.")
-    for model, message in (
-        (InlinePolicy, "Cannot delete entity, must delete policies first."),
-        (PolicyAttachment, "Cannot delete entity, must detach all policies first."),
-    ):
-        count = session.scalar(
-            select(func.count())
-            .select_from(model)
-            .where(model.principal_type == "user", model.principal_name == name)
-        )
-        if count:
-            raise delete_conflict(message)
+    check_no_policies(session, USER, name)
+    if group_names_of(session, name):
+        # AWS's words, the same as DeleteGroup's for a group with members.
+        raise delete_conflict("Cannot delete entity, must remove users from group first.")
 
-
-# --------------------------------------------------------------------------- tags
-
-
-@operation(SERVICE)
-def tag_user(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        user = require_user(session, params["UserName"])
-        add_tags(session, _arn(ctx, user), params["Tags"])
-    return None
-
-
-@operation(SERVICE)
-def untag_user(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        user = require_user(session, params["UserName"])
-        remove_tags(session, _arn(ctx, user), params["TagKeys"])
-    return None
-
-
-@operation(SERVICE)
-def list_user_tags(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-    with db(ctx).session() as session:
-        user = require_user(session, params["UserName"])
-        tags = get_tags(session, _arn(ctx, user))
-    page, extra = paginate_in_order(tags, params)
-    return {"Tags": page, **extra}
-
-
-# --------------------------------------------------------------------------- boundary
-
-
-@operation(SERVICE)
-def put_user_permissions_boundary(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        user = require_user(session, params["UserName"])
-        require_boundary(session, params["PermissionsBoundary"])
-        user.permissions_boundary = params["PermissionsBoundary"]
-    return None
-
-
-@operation(SERVICE)
-def delete_user_permissions_boundary(ctx: RequestContext, params: dict[str, Any]) -> None:
-    with db(ctx).transaction() as session:
-        user = require_user(session, params["UserName"])
-        user.permissions_boundary = None
-    return None
-
-
-def _arn(ctx: RequestContext, user: IamUser) -> str:
-    return user_arn(ctx.account_id, user.path, user.name)
