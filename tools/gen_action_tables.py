@@ -319,7 +319,7 @@ class Generator:
             )
         if tagged:
             out["resource_tags"] = True
-        for cond in ("when", "unless"):
+        for cond in ("when", "unless", "context"):
             if cond in spec:
                 out[cond] = spec[cond]
         return out
@@ -358,7 +358,10 @@ class Generator:
         checks = []
         for path, name, member, _parents in walk(op.input_shape):
             if member.type_name == "string" and pattern.fullmatch(name):
-                checks.append({"action": "iam:PassRole", "resources": [f"${{{path}}}"], "when": path})
+                # The key AWS's managed policies test (AmazonSageMakerFullAccess allows passing any role
+                # to sagemaker.amazonaws.com only): the service the role is passed to.
+                checks.append({"action": "iam:PassRole", "resources": [f"${{{path}}}"], "when": path,
+                               "context": {"iam:PassedToService": rule["passed_to"][service]}})
         return checks
 
     def _tag_on_create(self, service: str, op: OperationModel, checks: list[dict]) -> list[dict]:

@@ -43,6 +43,8 @@ from sagestack.aws.context import RequestFacts
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.identity import (
+    GroupMember,
+    IamGroup,
     IamRole,
     IamUser,
     InlinePolicy,
@@ -61,8 +63,8 @@ MAX_CACHED = 50_000
 
 BucketPolicyLookup = Callable[[str], str | None]
 #: The rows a decision is made of: who exists (and on which path), their policies, tags.
-DECIDING_TABLES: tuple[type, ...] = (IamUser, IamRole, ManagedPolicy, PolicyVersion, InlinePolicy,
-                                     PolicyAttachment, ResourceTag)
+DECIDING_TABLES: tuple[type, ...] = (IamUser, IamRole, IamGroup, GroupMember, ManagedPolicy, PolicyVersion,
+                                     InlinePolicy, PolicyAttachment, ResourceTag)
 
 
 @dataclass(frozen=True)
@@ -260,10 +262,7 @@ class Authorizer:
         return self._path_of("role", IamRole, name)
 
     def _group_path(self, name: str) -> str:
-        from sagestack.db.models import identity as models
-
-        model = getattr(models, "IamGroup", None)
-        return self._path_of("group", model, name) if model is not None else name
+        return self._path_of("group", IamGroup, name)
 
     def _path_of(self, kind: str, model: Any, name: str) -> str:
         """``path + name`` of an IAM entity, as its ARN spells it (``/`` for one that does not exist)."""

@@ -26,7 +26,7 @@ sys.modules["gen_action_tables"] = gen
 _spec.loader.exec_module(gen)
 
 TABLES = Path(gen.OUT_DIR)
-CHECK_KEYS = {"action", "resources", "conditions", "resource_tags", "when", "unless"}
+CHECK_KEYS = {"action", "resources", "conditions", "resource_tags", "when", "unless", "context"}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,8 @@ def test_known_checks():
     train = sm["CreateTrainingJob"]
     assert train[0]["resources"] == ["arn:${Partition}:sagemaker:${Region}:${Account}:training-job/${TrainingJobName}"]
     assert "ResourceConfig.InstanceType" in train[0]["conditions"]["sagemaker:InstanceTypes"]
-    assert {"action": "iam:PassRole", "resources": ["${RoleArn}"], "when": "RoleArn"} in train
+    assert {"action": "iam:PassRole", "resources": ["${RoleArn}"], "when": "RoleArn",
+            "context": {"iam:PassedToService": "sagemaker.amazonaws.com"}} in train
     assert any(c["action"] == "sagemaker:AddTags" and c.get("when") == "Tags" for c in train)
     s3 = _table("s3")["operations"]
     assert [c["action"] for c in s3["ListObjectsV2"]] == ["s3:ListBucket"]

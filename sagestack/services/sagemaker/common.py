@@ -8,8 +8,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import select
 
-from sagestack.arns import sagemaker_arn
+from sagestack.arns import iam_arn, sagemaker_arn
+from sagestack.authz.roles import SAGEMAKER_PRINCIPAL, service_may_assume
 from sagestack.aws.errors import AwsError
+from sagestack.db.models.identity import IamRole
 from sagestack.services import RequestContext
 from sagestack.services.pagination import decode_offset, encode_token
 
@@ -32,6 +34,21 @@ def load_row(session: Any, table: type[T], name: str, kind: str, shown_as: str |
     if row is None:
         raise could_not_find(kind, shown_as or name)
     return row
+
+
+def require_assumable_role(ctx: RequestContext, arn: str) -> None:
+    """An existing role of this account (path and all) whose trust policy lets SageMaker assume it.
+
+    SageMaker checks this when a job, model or notebook is created, before anything exists,
+    and answers in these words; the caller's iam:PassRole was checked by the gateway.
+    """
+    with ctx.platform.db.session() as session:
+        role = session.get(IamRole, arn.rsplit("/", 1)[-1])
+        trusted = (role is not None and iam_arn(ctx.account_id, "role", role.path, role.name) == arn
+                   and service_may_assume(role.assume_role_policy_document, arn))
+    if not trusted:
+        raise AwsError("ValidationException", f"Could not assume role {arn}. Please ensure that the role exists and "
+                                              f"allows principal '{SAGEMAKER_PRINCIPAL}' to assume the role.", 400)
 
 
 def check_stoppable(kind: str, status: str) -> None:

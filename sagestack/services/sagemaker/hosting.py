@@ -17,6 +17,7 @@ from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     list_result,
     load_row,
+    require_assumable_role,
     resource_arn,
     rows_with_status,
 )
@@ -83,6 +84,8 @@ def _containers(params: dict[str, Any]) -> list[dict[str, Any]]:
 def create_model(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     name = params["ModelName"]
     arn = resource_arn(ctx, "model", name)
+    if params.get("ExecutionRoleArn"):
+        require_assumable_role(ctx, params["ExecutionRoleArn"])
     for container in _containers(params):
         image = container.get("Image", "")
         if resolve_image(image) is None:

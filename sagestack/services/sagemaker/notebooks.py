@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from sqlalchemy import select
 
-from sagestack.arns import iam_arn
 from sagestack.aws.errors import AwsError
 from sagestack.db.base import utcnow
-from sagestack.db.models.identity import IamRole
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
 from sagestack.logic.tags import drop_tags, put_tags
 from sagestack.platform import NotebookRunner
 from sagestack.services import RequestContext, operation
 from sagestack.services.sagemaker.common import (
     list_result,
+    require_assumable_role,
     resource_arn,
 )
 
@@ -74,30 +72,6 @@ def _transition(ctx: RequestContext, name: str, allowed: tuple[str, ...], target
 # ---------------------------------------------------------------- validation
 
 
-def _check_role(ctx: RequestContext, session: Any, arn: str) -> None:
-    """An existing role of this account that trusts sagemaker.amazonaws.com, as SageMaker requires."""
-    prefix = iam_arn(ctx.account_id, "role", "/", "")
-    role = session.get(IamRole, arn.rsplit("/", 1)[-1]) if arn.startswith(prefix) else None
-    if role is None or iam_arn(ctx.account_id, "role", role.path, role.name) != arn or not _trusts_sagemaker(
-            role.assume_role_policy_document):
-        raise AwsError("ValidationException", f"Could not assume role {arn}. Please ensure that the role exists "
-                                              "and allows principal 'sagemaker.amazonaws.com' to assume the role.", 400)
-
-
-def _trusts_sagemaker(document: str) -> bool:
-    try:
-        statements = json.loads(document).get("Statement", [])
-    except (ValueError, AttributeError):
-        return False
-    for statement in statements if isinstance(statements, list) else [statements]:
-        principal = statement.get("Principal", {}) if isinstance(statement, dict) else {}
-        services = principal.get("Service", []) if isinstance(principal, dict) else []
-        services = [services] if isinstance(services, str) else services
-        if statement.get("Effect") == "Allow" and (principal == "*" or "sagemaker.amazonaws.com" in services):
-            return True
-    return False
-
-
 def _check_lifecycle_config(ctx: RequestContext, session: Any, name: str | None) -> None:
     if name:
         _lifecycle(session, ctx, name)
@@ -147,7 +121,7 @@ def create_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dic
     with ctx.platform.db.transaction() as session:
         if session.get(NotebookInstance, name) is not None:
             raise AwsError("ValidationException", f"Cannot create a duplicate Notebook Instance ({arn})", 400)
-        _check_role(ctx, session, params["RoleArn"])
+        require_assumable_role(ctx, params["RoleArn"])
         _check_lifecycle_config(ctx, session, params.get("LifecycleConfigName"))
         session.add(NotebookInstance(name=name, arn=arn, settings=settings, status="Pending", created=now,
                                      last_modified=now, session_keys=[]))
@@ -214,7 +188,7 @@ def start_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dict
     name = params["NotebookInstanceName"]
     with ctx.platform.db.transaction() as session:
         row = _instance_for(session, name, _AT_REST, "Pending")
-        _check_role(ctx, session, row.settings["RoleArn"])
+        require_assumable_role(ctx, row.settings["RoleArn"])
         row.status, row.failure_reason, row.last_modified = "Pending", None, utcnow()
     _controller(ctx).launch(name)
     return {}
@@ -256,7 +230,7 @@ def update_notebook_instance(ctx: RequestContext, params: dict[str, Any]) -> dic
             raise AwsError("ValidationException", "The volume size of a notebook instance can only be increased "
                                                   f"(it is {settings['VolumeSizeInGB']} GB).", 400)
         if params.get("RoleArn"):
-            _check_role(ctx, session, params["RoleArn"])
+            require_assumable_role(ctx, params["RoleArn"])
         if params.get("LifecycleConfigName"):
             _check_lifecycle_config(ctx, session, params["LifecycleConfigName"])
             settings["NotebookInstanceLifecycleConfigName"] = params["LifecycleConfigName"]

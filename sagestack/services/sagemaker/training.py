@@ -21,12 +21,14 @@ from sagestack.services.sagemaker.common import (
     check_stoppable,
     list_result,
     load_row,
+    require_assumable_role,
     rows_with_status,
 )
 
 
 @operation("sagemaker")
 def create_training_job(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
+    require_assumable_role(ctx, params["RoleArn"])
     return {"TrainingJobArn": create_job(ctx.platform.db, ctx.account_id, ctx.platform.training, params, ctx.region)}
 
 

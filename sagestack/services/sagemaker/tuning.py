@@ -26,6 +26,7 @@ from sagestack.services.sagemaker.common import (
     list_result,
     load_row,
     page_result,
+    require_assumable_role,
     resource_arn,
     rows_with_status,
     sort_items,
@@ -55,6 +56,9 @@ def _check_request(ctx: RequestContext, params: dict[str, Any]) -> None:
     if errors:
         raise _invalid(" ".join(errors))
     definition = trials.definition_of(params)
+    for each in [params.get("TrainingJobDefinition") or {}, *(params.get("TrainingJobDefinitions") or [])]:
+        if each.get("RoleArn"):
+            require_assumable_role(ctx, each["RoleArn"])
     spec = definition.get("AlgorithmSpecification") or {}
     if not spec.get("TrainingImage"):
         raise _invalid("AlgorithmSpecification.TrainingImage is required: sagestack runs built-in images only "

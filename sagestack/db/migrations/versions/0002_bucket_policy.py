@@ -1,6 +1,6 @@
 """S3 bucket policies: a nullable document column on s3_buckets
 
-Revision ID: 0002_bucket_policy
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-03 13:28:03.784621
 """
@@ -12,7 +12,7 @@ from alembic import op
 
 import sagestack.db.base  # noqa: F401  (custom column types such as UtcDateTime)
 
-revision: str = '0002_bucket_policy'
+revision: str = '0002'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

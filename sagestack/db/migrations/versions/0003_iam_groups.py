@@ -1,7 +1,7 @@
 """iam groups: groups, their members, and principal names long enough for group names (128)
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-03 13:26:36.555243
 """
 
@@ -13,8 +13,8 @@ from alembic import op
 import sagestack.db.base  # noqa: F401  (custom column types such as UtcDateTime)
 
 
-revision: str = '0002'
-down_revision: str | None = '0001'
+revision: str = '0003'
+down_revision: str | None = '0002'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
