@@ -82,6 +82,22 @@ def _load(host: str, port: int, payload: bytes, seconds: float, clients: int, qu
     queue.put((latencies, statuses, time.perf_counter() - started))
 
 
+def _user_with_twenty_statements(server: ServerProcess) -> tuple[str, str]:
+    """A user whose managed policy has 20 statements, one allowing logs:Describe*: its key."""
+    import json
+
+    iam = server.client("iam")
+    statements = [{"Effect": "Allow", "Action": f"ec2:Describe{i}*", "Resource": f"arn:aws:ec2:*:*:thing-{i}/*"}
+                  for i in range(19)]
+    statements.append({"Effect": "Allow", "Action": "logs:Describe*", "Resource": "*"})
+    iam.create_user(UserName="bench-reader")
+    arn = iam.create_policy(PolicyName="bench-reader", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": statements}))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName="bench-reader", PolicyArn=arn)
+    key = iam.create_access_key(UserName="bench-reader")["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
 def run(seconds: float, clients: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data").start()
@@ -89,9 +105,14 @@ def run(seconds: float, clients: int) -> None:
             env = server.env
             parts = urlsplit(server.url)
             print(f"server {server.url}, {clients} keep-alive clients, {seconds:.0f} s per operation")
-            for label, (service, headers, body) in OPERATIONS.items():
-                payload = signed_bytes(server.url, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"],
-                                       service, headers, body)
+            admin = (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+            user = _user_with_twenty_statements(server)
+            # The admin key skips authorization; the user's calls are decided (and cached) by its policies.
+            cases = [(label, admin, op) for label, op in OPERATIONS.items()]
+            describe = OPERATIONS["logs:DescribeLogGroups (json, DB read)"]
+            cases.append(("  same, as a user with 20 statements", user, describe))
+            for label, (key, secret), (service, headers, body) in cases:
+                payload = signed_bytes(server.url, key, secret, service, headers, body)
                 queue: mp.Queue = mp.Queue()
                 warm = mp.Process(target=_load, args=(parts.hostname, parts.port, payload, 1.0, clients, queue))
                 warm.start()

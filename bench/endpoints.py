@@ -223,6 +223,42 @@ def measure_rounds(host: str, port: int, payload: bytes, seconds: float, rounds:
             "model_us": statistics.median(model_us)}
 
 
+def invoker_with_twenty_statements(server: ServerProcess) -> tuple[str, str]:
+    """A user whose one managed policy has 20 statements, the last allowing InvokeEndpoint: its key."""
+    from bench.authorization import twenty_statements
+
+    iam = server.client("iam")
+    name = unique("invoker")
+    iam.create_user(UserName=name)
+    policy = iam.create_policy(PolicyName=name, PolicyDocument=twenty_statements(False))["Policy"]["Arn"]
+    iam.attach_user_policy(UserName=name, PolicyArn=policy)
+    created = iam.create_access_key(UserName=name)["AccessKey"]
+    return created["AccessKeyId"], created["SecretAccessKey"]
+
+
+def compare_principals(server: ServerProcess, host: str, port: int, runtime_url: str, endpoint: str, row: bytes,
+                       admin_key: str, admin_secret: str, args: argparse.Namespace, router: list[Any]) -> None:
+    """Authorization's cost: the admin key (which skips it) and a 20-statement user, round by round."""
+    user_key, user_secret = invoker_with_twenty_statements(server)
+    payloads = {"admin key": invoke_bytes(runtime_url, admin_key, admin_secret, endpoint, row),
+                "user, 20 statements": invoke_bytes(runtime_url, user_key, user_secret, endpoint, row)}
+    rates: dict[str, list[float]] = {label: [] for label in payloads}
+    cpu: dict[str, list[float]] = {label: [] for label in payloads}
+    for _ in range(args.rounds):
+        for label, payload in payloads.items():
+            before = _cpu_seconds(router)
+            rate, _, _, statuses = measure(host, port, payload, args.seconds, 8)
+            if statuses.get("non-2xx"):  # a refused key would measure the error path, not authorization
+                raise SystemExit(f"{label}: {statuses['non-2xx']} requests were not answered 200")
+            rates[label].append(rate)
+            cpu[label].append((_cpu_seconds(router) - before) / (rate * args.seconds) * 1e6)
+    for label in payloads:
+        print(f"InvokeEndpoint, 2 instances, 8 clients, {label:20s}: median {statistics.median(rates[label]):5.0f} "
+              f"req/s; router CPU per request {statistics.median(cpu[label]):.0f} us")
+    ratio = statistics.median(rates["user, 20 statements"]) / statistics.median(rates["admin key"])
+    print(f"  20-statement user / admin key = {ratio:.3f} (target: >= 0.97)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
@@ -281,6 +317,7 @@ def main() -> None:
                       f"req/s, best {figures['best']:5.0f}; CPU per request: router {figures['router_us']:.0f} us, "
                       f"model servers {figures['model_us']:.0f} us")
             best_two = figures["median"]
+            compare_principals(server, rt.hostname, rt.port, runtime_url, two, row, key, secret, args, router)
 
             booster = load_model(server, artifacts)
             booster.set_param({"nthread": 1})

@@ -37,12 +37,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 import adult_prep  # noqa: E402
 
+from sagestack.testing.roles import execution_role  # noqa: E402
 from sagestack.testing.server_process import ServerProcess  # noqa: E402
 
 DATA = ROOT / "examples" / "adult-xgboost" / "data" / "adult.data.gz"
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
-TRUST = ('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},'
-         '"Action":"sts:AssumeRole"}]}')
 RANGES = {
     "ContinuousParameterRanges": [
         {"Name": "eta", "MinValue": "0", "MaxValue": "1", "ScalingType": "Auto"},
@@ -61,8 +60,7 @@ def upload(server: ServerProcess, workdir: Path) -> dict[str, str]:
     s3.create_bucket(Bucket=bucket)
     for channel in ("train", "validation"):
         s3.upload_file(str(local[channel]), bucket, f"data/{channel}/{local[channel].name}")
-    role = server.client("iam").create_role(RoleName=f"bench-{uuid.uuid4().hex[:8]}",
-                                            AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+    role = execution_role(server.client("iam"), prefix="bench")
     return {"bucket": bucket, "role": role}
 
 

@@ -20,11 +20,13 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sagestack.authz.role_templates import create_execution_role  # noqa: E402
 from sagestack.sdk_config import sdk_config_yaml  # noqa: E402
 from sagestack.testing.server_process import ServerProcess  # noqa: E402
 
@@ -33,8 +35,6 @@ TUTORIAL = ROOT / "examples" / "adult-xgboost" / "tutorial.py"
 NOTEBOOK = ROOT / "examples" / "adult-xgboost" / "tutorial.ipynb"
 DATA = ROOT / "examples" / "adult-xgboost" / "data" / "adult.data.gz"
 INSTANCE = "Sagemaker-XGBoost"
-TRUST = {"Version": "2012-10-17", "Statement": [{
-    "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 # What the seed's run on SageMaker took, for the summary (minutes; from the tutorial and its screenshots).
 SAGEMAKER_MINUTES = {"notebook instance": "~3-5", "training job": "~3-4", "endpoint": "~4.5"}
 
@@ -84,10 +84,8 @@ def run_in_notebook_instance(server: ServerProcess, quick: bool) -> dict:
 
     sm, iam = server.client("sagemaker"), server.client("iam")
     started = time.perf_counter()
-    role = iam.create_role(RoleName=f"AmazonSageMaker-ExecutionRole-{time.strftime('%Y%m%dT%H%M%S')}",
-                           Path="/service-role/", AssumeRolePolicyDocument=json.dumps(TRUST))["Role"]["Arn"]
-    for policy in ("AmazonSageMakerFullAccess", "AmazonS3FullAccess"):
-        iam.attach_role_policy(RoleName=role.rsplit("/", 1)[1], PolicyArn=f"arn:aws:iam::aws:policy/{policy}")
+    # The console's "Create a new role" with "Any S3 bucket" (also: `sagestack role create --any-bucket`).
+    role = create_execution_role(iam, None, datetime.now(UTC))
     sm.create_notebook_instance(NotebookInstanceName=INSTANCE, InstanceType="ml.t2.medium", RoleArn=role)
     while (status := sm.describe_notebook_instance(NotebookInstanceName=INSTANCE)["NotebookInstanceStatus"]) \
             == "Pending":

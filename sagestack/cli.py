@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sagestack import __version__
@@ -45,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
 
     env = commands.add_parser("env", help="print export lines that point AWS clients at the server")
     env.add_argument("--data-dir", type=Path, default=None)
+
+    role = commands.add_parser("role", help="IAM roles for SageMaker work")
+    role_commands = role.add_subparsers(dest="role_command", required=True)
+    create = role_commands.add_parser("create", help="create an execution role as the SageMaker console does")
+    which = create.add_mutually_exclusive_group(required=True)
+    which.add_argument("--any-bucket", action="store_true", help="the role may use any S3 bucket")
+    which.add_argument("--buckets", help="comma-separated: the only S3 buckets the role may use (besides "
+                                         "buckets with 'sagemaker' in their names)")
+    create.add_argument("--data-dir", type=Path, default=None)
     return parser
 
 
@@ -109,10 +119,42 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _role_create(args: argparse.Namespace) -> int:
+    """Through the running server's IAM API, as its admin (the same calls the console makes)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from sagestack.authz.role_templates import create_execution_role
+
+    try:
+        values = dict(line.removeprefix("export ").split("=", 1) for line in env_lines(args.data_dir or
+                                                                                        default_data_dir()))
+    except FileNotFoundError as exc:
+        print(f"sagestack: {exc}", file=sys.stderr)
+        return 1
+    values = {name: shlex.split(value)[0] for name, value in values.items()}
+    buckets = None if args.any_bucket else [b.strip() for b in args.buckets.split(",") if b.strip()]
+    if buckets == []:
+        print("sagestack: --buckets names no bucket", file=sys.stderr)
+        return 2
+    iam = boto3.client("iam", endpoint_url=values["AWS_ENDPOINT_URL"], region_name=values["AWS_DEFAULT_REGION"],
+                       aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+                       aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"], verify=values.get("AWS_CA_BUNDLE", True))
+    try:
+        arn = create_execution_role(iam, buckets, datetime.now(UTC))
+    except (BotoCoreError, ClientError) as exc:
+        print(f"sagestack: could not create the role: {exc}", file=sys.stderr)
+        return 1
+    print(arn)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "server":
         return _server(args)
+    if args.command == "role":
+        return _role_create(args)
     return _env(args)
 
 

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sagestack.authz.authorizer import Authorizer
+from sagestack.authz.role_store import RoleScopedStore, role_session
 from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore
@@ -117,6 +118,11 @@ class Platform:
             shutdown = getattr(part, "shutdown", None)
             if shutdown is not None:
                 await shutdown()
+
+    def storage_as(self, role_arn: str) -> RoleScopedStore:
+        """The object store as a session of ``role_arn`` may use it (a job's downloads and uploads)."""
+        principal = role_session(self.db, self.account_id, role_arn)
+        return RoleScopedStore(self.storage, self.authorizer, principal)
 
     @property
     def region(self) -> str:

@@ -113,6 +113,9 @@ class ResourceTemplate:
 
     text: str
     pieces: tuple[str | _Slot, ...]
+    #: Set when every slot is a built-in or one top-level string member without a filter (most
+    #: templates): (literal, member name or None, is built-in) triples, rendered without generality.
+    simple: tuple[tuple[str, str | None, bool], ...] | None = None
 
     @classmethod
     def parse(cls, text: str) -> ResourceTemplate:
@@ -128,10 +131,13 @@ class ResourceTemplate:
                                 FILTERS[filter_name] if filter_name else None))
             last = match.end()
         pieces.append(text[last:])
-        return cls(text, tuple(p for p in pieces if p != ""))
+        kept = tuple(p for p in pieces if p != "")
+        return cls(text, kept, _simple_form(kept))
 
     def render(self, params: Mapping[str, Any], region: str, account: str, lookups: Lookups) -> list[str]:
         """The ARNs this request names; ``["*"]`` when a member the template needs is absent."""
+        if self.simple is not None:
+            return [self._render_simple(params, region, account)]
         choices: list[list[str]] = []
         for piece in self.pieces:
             if isinstance(piece, str):
@@ -148,6 +154,35 @@ class ResourceTemplate:
         if len(choices) == 1:
             return choices[0]
         return ["".join(parts) for parts in product(*choices)]
+
+
+    def _render_simple(self, params: Mapping[str, Any], region: str, account: str) -> str:
+        assert self.simple is not None
+        out = []
+        for literal, name, builtin in self.simple:
+            if literal:
+                out.append(literal)
+            elif builtin:
+                out.append("aws" if name == PARTITION else region if name == REGION else account)
+            else:
+                value = params.get(name)  # type: ignore[arg-type]
+                if value is None or isinstance(value, list | dict):
+                    return "*"
+                out.append(_text(value))
+        return "".join(out)
+
+
+def _simple_form(pieces: tuple[str | _Slot, ...]) -> tuple[tuple[str, str | None, bool], ...] | None:
+    out: list[tuple[str, str | None, bool]] = []
+    for piece in pieces:
+        if isinstance(piece, str):
+            out.append((piece, None, False))
+        elif piece.filter is not None or (piece.path is not None and (
+                len(piece.path.steps) != 1 or piece.path.steps[0].endswith("[]"))):
+            return None
+        else:
+            out.append(("", piece.name, piece.path is None))
+    return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from sagestack.logic import tags as tag_store
 
 #: Condition keys whose value changes from one second to the next: a decision that reads them is not cached.
 TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime"})
+NO_KEYS: frozenset[str] = frozenset()
 #: Bounded caches: a flood of distinct resources costs a re-evaluation, never unbounded memory.
 MAX_CACHED = 50_000
 
@@ -109,9 +110,9 @@ class Authorizer:
         self._lock = threading.Lock()
         self._seen = -1
         self._policy_sets: dict[tuple[str, str], PolicySet] = {}
-        self._bucket_policies: dict[str, PolicySource | None] = {}
+        self._bucket_policies: dict[str, tuple[PolicySource | None, frozenset[str]]] = {}
         self._paths: dict[tuple[str, str], str] = {}
-        self._decisions: dict[tuple[Any, ...], AwsError | None] = {}
+        self._decisions: dict[tuple[Any, ...], tuple[str, str, int] | None] = {}
         self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
 
     def watch(self) -> None:
@@ -142,19 +143,39 @@ class Authorizer:
                 if denial is not None:
                     raise denial
 
+    def require(self, principal: Principal, action: str, resource: str,
+                context: dict[str, str] | None = None) -> None:
+        """One check outside a request: may ``principal`` (a role's session) do ``action`` on ``resource``?
+
+        The platform's own work on a role's behalf (a job's downloads and uploads) goes through here,
+        so a role gains nothing through the platform that it could not do with its own keys.
+        """
+        if principal.is_admin:
+            return
+        self._sync()
+        service = action.split(":", 1)[0]
+        check = Check(action, (), fixed={k.lower(): (v,) for k, v in (context or {}).items()})
+        denial = self._decide(self.tables(service), principal, check, resource, {}, RequestFacts())
+        if denial is not None:
+            raise denial
+
     def _decide(self, service_table: ServiceTable, principal: Principal, check: Check, resource: str,
                 params: dict[str, Any], facts: RequestFacts) -> AwsError | None:
         policies = self._policies(principal)
-        resource_policy = self._resource_policy(check.action, resource)
-        keys = policies.keys | (_keys_of([resource_policy.policy]) if resource_policy else frozenset())
-        context = self._context(keys, principal, policies, check, resource, params, facts) if keys else {}
-        cacheable = not (keys & TIME_KEYS)
-        cache_key = (principal.user_id, principal.arn, check.action, resource,
-                     tuple(sorted((k, tuple(v)) for k, v in context.items())))
+        resource_policy, resource_keys = self._resource_policy(check.action, resource)
+        keys = policies.keys | resource_keys if resource_keys else policies.keys
+        if keys:
+            context = self._context(keys, principal, policies, check, resource, params, facts)
+            cache_key: tuple[Any, ...] = (principal.user_id, principal.arn, check.action, resource,
+                                          tuple(sorted((k, tuple(v)) for k, v in context.items())))
+        else:  # the usual case: the decision depends on nothing but who, what and where
+            context = {}
+            cache_key = (principal.user_id, principal.arn, check.action, resource)
+        cacheable = not (keys & TIME_KEYS) if keys else True
         if cacheable:
             hit = self._decisions.get(cache_key, False)
             if hit is not False:
-                return hit  # type: ignore[return-value]
+                return None if hit is None else AwsError(*hit)  # type: ignore[misc]
         caller = Caller(arn=principal.arn, account_id=principal.account_id)
         request = Request(check.action, resource, context, caller, star_is_any=False)
         evaluation = authorize(request, policies.identity, policies.boundary, resource_policy)
@@ -167,7 +188,8 @@ class Authorizer:
         if cacheable:
             if len(self._decisions) > MAX_CACHED:
                 self._decisions.clear()
-            self._decisions[cache_key] = denial
+            # Cached as its parts: each refusal raises an error of its own (a raised exception keeps its traceback).
+            self._decisions[cache_key] = None if denial is None else (denial.code, denial.message, denial.status)
         return denial
 
     def _denied(self, service_table: ServiceTable, principal: Principal, action: str, resource: str,
@@ -213,32 +235,36 @@ class Authorizer:
         boundary = tuple(stored.boundary) if stored.boundary is not None else None
         return PolicySet(stored.arn, tuple(stored.identity), boundary, _keys_of(documents))
 
-    def _resource_policy(self, action: str, resource: str) -> PolicySource | None:
-        if self.bucket_policy is None or not action.startswith("s3:") or not resource.startswith("arn:aws:s3:::"):
-            return None
+    def _resource_policy(self, action: str, resource: str) -> tuple[PolicySource | None, frozenset[str]]:
+        """The bucket policy of an S3 resource, and the keys it reads; (None, empty) for anything else."""
+        if self.bucket_policy is None or not resource.startswith("arn:aws:s3:::") or not action.startswith("s3:"):
+            return None, NO_KEYS
         bucket = resource[len("arn:aws:s3:::"):].split("/", 1)[0]
         if not bucket or "*" in bucket:
-            return None
-        if bucket not in self._bucket_policies:
+            return None, NO_KEYS
+        found = self._bucket_policies.get(bucket)
+        if found is None:
             document = self.bucket_policy(bucket)
             source = None
             if document:
                 try:
                     source = PolicySource(parse_policy(document, "resource"), bucket, "resource")
                 except PolicyError:
-                    source = None
-            self._bucket_policies[bucket] = source
-        return self._bucket_policies[bucket]
+                    source = None  # stored before its checks existed: it grants nothing
+            found = self._bucket_policies[bucket] = (source, _keys_of([source.policy]) if source else NO_KEYS)
+        return found
 
     # ------------------------------------------------------------------ condition keys
     def _context(self, keys: frozenset[str], principal: Principal, policies: PolicySet, check: Check,
                  resource: str, params: dict[str, Any], facts: RequestFacts) -> dict[str, list[str]]:
         """The values of the keys the policies read, and only those (most policies read none)."""
         context: dict[str, list[str]] = {}
-        request_keys = check.request_context(params) if check.conditions or check.fixed else {}
+        request_keys: dict[str, list[str]] | None = None
         for key in keys:
             value = _global_key(key, principal, policies, facts)
-            if value is None:
+            if value is None and (check.conditions or check.fixed):
+                if request_keys is None:
+                    request_keys = check.request_context(params)
                 value = request_keys.get(key)
             if value is not None:
                 context[key] = value
@@ -278,28 +304,27 @@ def _is_resource_tag(key: str) -> bool:
     return key.startswith("aws:resourcetag/") or ":resourcetag/" in key
 
 
+_GLOBAL_KEYS: dict[str, Callable[[Principal, PolicySet, RequestFacts], list[str]]] = {
+    "aws:sourceip": lambda p, s, f: [f.source_ip] if f.source_ip else [],
+    "aws:securetransport": lambda p, s, f: ["true" if f.secure else "false"],
+    "aws:currenttime": lambda p, s, f: [datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
+    "aws:epochtime": lambda p, s, f: [str(int(time.time()))],
+    # For a role's session AWS gives the role's ARN here, not the session's.
+    "aws:principalarn": lambda p, s, f: [s.principal_arn],
+    "aws:username": lambda p, s, f: [p.name] if p.kind == "user" else [],
+    "aws:userid": lambda p, s, f: [p.user_id],
+    "aws:principalaccount": lambda p, s, f: [p.account_id],
+    "aws:principaltype": lambda p, s, f: ["User" if p.kind == "user" else "AssumedRole"],
+    "aws:requestedregion": lambda p, s, f: [f.region] if f.region else [],
+}
+
+
 def _global_key(key: str, principal: Principal, policies: PolicySet, facts: RequestFacts) -> list[str] | None:
     """The global condition keys AWS sets on every request (None: not a global key, or not set)."""
-    if not key.startswith("aws:"):
-        return None
-    user = principal.kind == "user"
-    values: dict[str, Callable[[], list[str]]] = {
-        "aws:sourceip": lambda: [facts.source_ip] if facts.source_ip else [],
-        "aws:securetransport": lambda: ["true" if facts.secure else "false"],
-        "aws:currenttime": lambda: [datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")],
-        "aws:epochtime": lambda: [str(int(time.time()))],
-        # For a role's session AWS gives the role's ARN here, not the session's.
-        "aws:principalarn": lambda: [policies.principal_arn],
-        "aws:username": lambda: [principal.name] if user else [],
-        "aws:userid": lambda: [principal.user_id],
-        "aws:principalaccount": lambda: [principal.account_id],
-        "aws:principaltype": lambda: ["User" if user else "AssumedRole"],
-        "aws:requestedregion": lambda: [facts.region] if facts.region else [],
-    }
-    compute = values.get(key)
+    compute = _GLOBAL_KEYS.get(key)
     if compute is None:
         return None
-    return compute() or None
+    return compute(principal, policies, facts) or None
 
 
 def _normal(resource: str) -> str:

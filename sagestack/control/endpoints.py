@@ -212,8 +212,13 @@ class EndpointController:
                 raise DeployError(f"Could not find model \"{wanted['ModelName']}\" of variant "
                                   f"{wanted['VariantName']}.")
             container = model.request.get("PrimaryContainer") or model.request["Containers"][0]
+            role = model.request.get("ExecutionRoleArn")
+        if not role:
+            raise DeployError(f"The model {wanted['ModelName']} has no ExecutionRoleArn: its model data is read "
+                              "as that role.")
         model_dir = self.root / endpoint / f"{config_name}-{wanted['VariantName']}" / "model"
-        fetch_model(self.store, container["ModelDataUrl"], model_dir)
+        # The model data is read as the model's execution role, as SageMaker does.
+        fetch_model(self.platform.storage_as(role), container["ModelDataUrl"], model_dir)
         return Variant(wanted["VariantName"], wanted["ModelName"], model_dir,
                        dict(container.get("Environment") or {}), wanted["DesiredWeight"])
 

@@ -163,19 +163,21 @@ class TrainingController:
         debugger: JobDebugger | None = None
         try:
             job = self._load(run.name)
-            debugger = JobDebugger(self.db, self.store, job, self.jobs_dir / job.name)
+            # Everything the job reads and writes, it does as its role: the platform only carries it out.
+            store = self.platform.storage_as(job.request["RoleArn"])
+            debugger = JobDebugger(self.db, store, job, self.jobs_dir / job.name)
             algorithm = resolve_image(job.request["AlgorithmSpecification"]["TrainingImage"])
             assert algorithm is not None  # checked by CreateTrainingJob
             hosts = [f"algo-{i}" for i in range(1, job.instance_count + 1)]
             self._check_stop(run)
             self._advance(run.name, "Downloading", "Downloading input data")
-            self._prepare(job, hosts)
+            self._prepare(job, hosts, store)
             self._check_stop(run)
             self._advance(run.name, "Training", "Training image download completed. Training in progress.",
                           training_start=True)
             self._train(run, job, hosts, algorithm.train_module, debugger)
             self._advance(run.name, "Uploading", "Uploading generated training model")
-            artifacts = self._upload(job, hosts)
+            artifacts = self._upload(job, hosts, store)
             self._update(run.name, model_artifacts=artifacts)
         except JobEnded as ended:
             status, reason, secondary = ended.status, ended.reason, ended.secondary
@@ -197,11 +199,11 @@ class TrainingController:
             raise JobEnded("Stopped", None)
 
     # ------------------------------------------------------------ Downloading
-    def _prepare(self, job: TrainingJob, hosts: list[str]) -> None:
+    def _prepare(self, job: TrainingJob, hosts: list[str], store: Any) -> None:
         root = self.jobs_dir / job.name
         if root.exists():
             shutil.rmtree(root)
-        channels = [self._channel(c) for c in job.request.get("InputDataConfig", [])]
+        channels = [self._channel(c, store) for c in job.request.get("InputDataConfig", [])]
         for index, host in enumerate(hosts):
             opt_ml = root / host
             config = opt_ml / "input" / "config"
@@ -215,19 +217,25 @@ class TrainingController:
                 if extra in job.request:
                     _write_json(config / f"{extra.lower()}.json", job.request[extra])
             for channel in channels:
-                self._place_channel(channel, opt_ml / "input" / "data" / channel.name, index, len(hosts))
+                self._place_channel(channel, opt_ml / "input" / "data" / channel.name, index, len(hosts), store)
 
-    def _channel(self, channel: dict[str, Any]) -> Channel:
+    @staticmethod
+    def _channel(channel: dict[str, Any], store: Any) -> Channel:
         s3 = channel["DataSource"]["S3DataSource"]
-        return Channel(channel["ChannelName"], resolve_source(self.store, s3),
+        return Channel(channel["ChannelName"], resolve_source(store, s3),
                        s3.get("S3DataDistributionType", "FullyReplicated"))
 
-    def _place_channel(self, channel: Channel, dest: Path, host_index: int, host_count: int) -> None:
+    @staticmethod
+    def _place_channel(channel: Channel, dest: Path, host_index: int, host_count: int, store: Any) -> None:
         dest.mkdir(parents=True, exist_ok=True)
         for position, (info, relative) in enumerate(channel.objects):
             if channel.distribution == "ShardedByS3Key" and position % host_count != host_index:
                 continue
-            files.fetch(self.store, info, dest / relative)
+            try:
+                files.fetch(store, info, dest / relative)
+            except AwsError as error:
+                raise AwsError(error.code, f"Data download failed:Could not download s3://{info.bucket}/{info.key}: "
+                                           f"{error.code} ({error.status}): {error.message}", error.status) from error
 
     # ------------------------------------------------------------ Training
     def _train(self, run: _Run, job: TrainingJob, hosts: list[str], module: str, debugger: JobDebugger) -> None:
@@ -338,7 +346,7 @@ class TrainingController:
                 f"See the log stream {job.name}/{host}-* in {LOG_GROUP}.")
 
     # ------------------------------------------------------------ Uploading
-    def _upload(self, job: TrainingJob, hosts: list[str]) -> str:
+    def _upload(self, job: TrainingJob, hosts: list[str], store: Any) -> str:
         output = job.request["OutputDataConfig"]
         bucket, prefix = files.parse_s3_uri(output["S3OutputPath"])
         base = f"{prefix.rstrip('/')}/{job.name}/output" if prefix.strip("/") else f"{job.name}/output"
@@ -346,12 +354,11 @@ class TrainingController:
         model_key = f"{base}/model.tar.gz"
         # Like SageMaker, every host's model/ goes into the one archive (the master may not be algo-1).
         _tar([self.jobs_dir / job.name / host / "model" for host in hosts], opt_ml / "model.tar.gz")
-        files.upload(self.store, opt_ml / "model.tar.gz", bucket, model_key, "application/x-tar")
+        _upload_artifact(store, opt_ml / "model.tar.gz", bucket, model_key)
         data_dir = opt_ml / "output" / "data"
         if any(data_dir.iterdir()):
             _tar([data_dir], opt_ml / "output.tar.gz")
-            files.upload(self.store, opt_ml / "output.tar.gz", bucket, f"{base}/output.tar.gz",
-                         "application/x-tar")
+            _upload_artifact(store, opt_ml / "output.tar.gz", bucket, f"{base}/output.tar.gz")
         return f"s3://{bucket}/{model_key}"
 
     # ------------------------------------------------------------ state
@@ -452,6 +459,14 @@ def _input_data_config(request: dict[str, Any]) -> dict[str, Any]:
 
 def _write_json(path: Path, value: Any) -> None:
     path.write_text(json.dumps(value))
+
+
+def _upload_artifact(store: Any, path: Path, bucket: str, key: str) -> None:
+    try:
+        files.upload(store, path, bucket, key, "application/x-tar")
+    except AwsError as error:
+        raise AwsError(error.code, f"Failed to upload the training artifacts to s3://{bucket}/{key}: "
+                                   f"{error.code} ({error.status}): {error.message}", error.status) from error
 
 
 def _tar(sources: list[Path], target: Path) -> None:

@@ -45,6 +45,8 @@ class _Run:
     name: str
     stop: threading.Event = field(default_factory=threading.Event)
     servers: list[ModelServer] = field(default_factory=list)
+    #: The object store as the model's execution role may use it (set once the model is known).
+    store: Any = None
 
 
 class TransformController:
@@ -119,8 +121,13 @@ class TransformController:
             if model is None:
                 raise TransformFailed(f"ClientError: the model {request['ModelName']} no longer exists.")
             container = model.request.get("PrimaryContainer") or model.request["Containers"][0]
+            role = model.request.get("ExecutionRoleArn")
+        if not role:
+            raise TransformFailed(f"ClientError: the model {request['ModelName']} has no ExecutionRoleArn: the job "
+                                  "reads and writes S3 as that role.")
+        run.store = self.platform.storage_as(role)  # a transform job works as its model's role
         model_dir = self.root / run.name / "model"
-        fetch_model(self.store, container["ModelDataUrl"], model_dir)
+        fetch_model(run.store, container["ModelDataUrl"], model_dir)
         environment = {**(container.get("Environment") or {}), **(request.get("Environment") or {})}
         environment.update({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(request["MaxPayloadInMB"])})
         for _ in range(request["TransformResources"]["InstanceCount"]):
@@ -136,7 +143,7 @@ class TransformController:
         return request
 
     async def _transform_all(self, run: _Run, request: dict[str, Any]) -> None:
-        sources = resolve_source(self.store, request["TransformInput"]["DataSource"]["S3DataSource"])
+        sources = resolve_source(run.store, request["TransformInput"]["DataSource"]["S3DataSource"])
         queue: asyncio.Queue[tuple[Any, str]] = asyncio.Queue()
         for item in sources:
             queue.put_nowait(item)
@@ -155,13 +162,13 @@ class TransformController:
             output = await self._transform_object(run, request, info, server)
             if run.stop.is_set():
                 return
-            await asyncio.to_thread(self._write_output, request, relative, output)
+            await asyncio.to_thread(self._write_output, run.store, request, relative, output)
 
     async def _transform_object(self, run: _Run, request: dict[str, Any], info: Any, server: ModelServer) -> bytes:
         transform_input = request["TransformInput"]
         content_type = transform_input.get("ContentType")
         processing = request.get("DataProcessing") or {}
-        raw = await asyncio.to_thread(self._read, info, transform_input["CompressionType"])
+        raw = await asyncio.to_thread(self._read, run.store, info, transform_input["CompressionType"])
         if transform_input["SplitType"] == "None":
             groups = [[(1, raw)]]
         else:
@@ -218,17 +225,19 @@ class TransformController:
         message = first.body.decode("utf-8", "replace").strip()
         return f"ClientError: Bad input in {where} at line {group[0][0]}: {message} ({first.status})"
 
-    def _read(self, info: Any, compression: str) -> bytes:
-        body = self.store.open_object(info.bucket, info.key)
+    @staticmethod
+    def _read(store: Any, info: Any, compression: str) -> bytes:
+        body = store.open_object(info.bucket, info.key)
         data = b"".join(body.chunks)
         return gzip.decompress(data) if compression == "Gzip" else data
 
-    def _write_output(self, request: dict[str, Any], relative: str, body: bytes) -> None:
+    @staticmethod
+    def _write_output(store: Any, request: dict[str, Any], relative: str, body: bytes) -> None:
         bucket, prefix = files.parse_s3_uri(request["TransformOutput"]["S3OutputPath"])
         key = f"{prefix.rstrip('/')}/{relative}.out" if prefix.strip("/") else f"{relative}.out"
-        writer = self.store.begin_write()
+        writer = store.begin_write()
         writer.write(body)
-        self.store.put_object(bucket, key, writer, ObjectMeta(
+        store.put_object(bucket, key, writer, ObjectMeta(
             content_type=request["TransformOutput"].get("Accept") or "text/csv"))
 
     def _finish(self, run: _Run, status: str, reason: str | None) -> None:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from sagestack.testing.notebook_client import CellResult, JupyterSession, Kernel  # noqa: F401  (re-exported)
-from tests.integration.training_support import TRUST, unique
+from sagestack.testing.roles import execution_role
 
 LIFECYCLE_ECHO = "sagestack-onstart-marker"
 
 
-def notebook_role(server: Any) -> str:
-    name = unique("AmazonSageMaker-ExecutionRole")
-    return server.client("iam").create_role(RoleName=name, Path="/service-role/",
-                                            AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+def notebook_role(server: Any, buckets: list[str] | None = None) -> str:
+    """The console's role for a notebook instance: SageMaker and S3 (``buckets``; None: any bucket)."""
+    return execution_role(server.client("iam"), buckets)
 
 
 def wait_in_service(sm: Any, name: str, attempts: int = 30) -> None:

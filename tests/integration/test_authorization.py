@@ -233,3 +233,61 @@ def test_the_runtime_port_authorizes_too(server: ServerProcess, user: User) -> N
     with pytest.raises(ClientError) as excinfo:
         runtime.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"1,2", ContentType="text/csv")
     assert excinfo.value.response["Error"]["Code"] == "ValidationError"  # allowed: past authorization
+
+
+# ---------------------------------------------------------------- work runs as its role
+
+
+def _csv_bucket(server: ServerProcess, name: str) -> str:
+    """A bucket with a small binary-classification training set under data/train/."""
+    rows = "\n".join(f"{i % 2},{i % 7},{(i * 3) % 11},{i % 5}" for i in range(200))
+    server.client("s3").create_bucket(Bucket=name)
+    server.client("s3").put_object(Bucket=name, Key="data/train/train.csv", Body=rows.encode())
+    return name
+
+
+def _job(name: str, role: str, data_bucket: str, output_bucket: str) -> dict[str, Any]:
+    from tests.integration.training_support import channel, training_request
+
+    return training_request(name, role, output_bucket, [channel("train", f"s3://{data_bucket}/data/train")],
+                            hyperparameters={"objective": "binary:logistic", "num_round": "5"})
+
+
+def test_a_role_for_specific_buckets_decides_what_a_job_reads_and_writes(server: ServerProcess,
+                                                                        tmp_path: Any) -> None:
+    from tests.integration.training_support import unique, wait_for_job
+
+    bucket_a, bucket_b = _csv_bucket(server, unique("bucket-a")), _csv_bucket(server, unique("bucket-b"))
+    made = subprocess.run([sys.executable, "-m", "sagestack", "role", "create", "--buckets", bucket_a,
+                           "--data-dir", str(server.data_dir)], env=server.subprocess_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    role = made.stdout.strip()
+    name = role.rsplit("/", 1)[1]
+    assert role.startswith("arn:aws:iam::") and ":role/service-role/AmazonSageMaker-ExecutionRole-" in role
+    iam = server.client("iam")
+    attached = [p["PolicyName"] for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]]
+    assert "AmazonSageMakerFullAccess" in attached
+    assert any(p.startswith("AmazonSageMaker-ExecutionPolicy-") for p in attached)
+
+    sm = server.client("sagemaker")
+    ok = unique("from-a")
+    sm.create_training_job(**_job(ok, role, bucket_a, bucket_a))
+    done = wait_for_job(sm, ok)
+    assert done["TrainingJobStatus"] == "Completed", done.get("FailureReason")
+
+    refused = unique("from-b")
+    sm.create_training_job(**_job(refused, role, bucket_b, bucket_a))
+    failed = wait_for_job(sm, refused, timeout=30)
+    assert failed["TrainingJobStatus"] == "Failed"
+    # AmazonSageMakerFullAccess lets the role list any bucket; reading bucket-b's objects is what fails.
+    assert failed["FailureReason"].startswith(f"ClientError: Data download failed:Could not download s3://{bucket_b}/")
+    assert "AccessDenied (403)" in failed["FailureReason"] and "s3:GetObject" in failed["FailureReason"]
+
+    no_output = unique("to-b")
+    sm.create_training_job(**_job(no_output, role, bucket_a, bucket_b))
+    failed = wait_for_job(sm, no_output, timeout=60)
+    assert failed["TrainingJobStatus"] == "Failed"
+    assert f"s3://{bucket_b}/output/{no_output}/output/model.tar.gz" in failed["FailureReason"]
+    assert "AccessDenied" in failed["FailureReason"]
+    assert "Contents" not in server.client("s3").list_objects_v2(Bucket=bucket_b, Prefix="output/")

@@ -457,3 +457,35 @@ def test_kernel_files_are_private(server: ServerProcess, instance: dict[str, Any
     runtime: Path = server.data_dir / "notebooks" / instance["name"] / ".sagestack"
     for secret in ("credentials.json", "aws-config", "jupyter/jupyter_server_config.json"):
         assert (runtime / secret).stat().st_mode & 0o077 == 0, secret
+
+
+def test_a_kernel_works_as_the_instances_role(server: ServerProcess) -> None:
+    """A role made for "Specific S3 buckets: A": boto3 in the notebook reads A and is refused on B."""
+    s3 = server.client("s3")
+    bucket_a, bucket_b = unique("nb-bucket-a"), unique("nb-bucket-b")
+    for bucket in (bucket_a, bucket_b):
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="data.csv", Body=b"1,2,3\n")
+    sm = server.client("sagemaker")
+    name = unique("nb")
+    sm.create_notebook_instance(NotebookInstanceName=name, InstanceType="ml.t3.medium",
+                                RoleArn=notebook_role(server, [bucket_a]))
+    wait_in_service(sm, name)
+    session = JupyterSession(sm.create_presigned_notebook_instance_url(NotebookInstanceName=name)["AuthorizedUrl"])
+    try:
+        kernel = session.start_kernel("role.ipynb")
+        result = kernel.execute(
+            "import boto3, botocore\n"
+            "s3 = boto3.client('s3')\n"
+            f"print('A', s3.get_object(Bucket='{bucket_a}', Key='data.csv')['Body'].read())\n"
+            "try:\n"
+            f"    s3.get_object(Bucket='{bucket_b}', Key='data.csv')\n"
+            "except botocore.exceptions.ClientError as error:\n"
+            "    print('B', error.response['Error']['Code'], error.response['Error']['Message'])\n", timeout=60)
+        kernel.close()
+    finally:
+        session.close()
+        sm.stop_notebook_instance(NotebookInstanceName=name)
+    assert "A b'1,2,3\\n'" in result.stdout, result
+    assert 'B AccessDenied User: arn:aws:sts::' in result.stdout, result
+    assert f'on resource: "arn:aws:s3:::{bucket_b}/data.csv"' in result.stdout, result

@@ -12,6 +12,7 @@ from typing import Any
 import xgboost as xgb
 
 from sagestack.sdk_config import sdk_config_yaml
+from sagestack.testing import roles
 from sagestack.testing.server_process import ServerProcess
 from tests.unit.adult_prep import prepare
 
@@ -45,10 +46,9 @@ def adult_bucket(server: ServerProcess, workdir: Path) -> dict[str, Any]:
     return {"bucket": bucket, "local": local, "uris": uris}
 
 
-def execution_role(server: ServerProcess) -> str:
-    iam = server.client("iam")
-    name = unique("AmazonSageMaker-ExecutionRole")
-    return iam.create_role(RoleName=name, Path="/service-role/", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]
+def execution_role(server: ServerProcess, buckets: list[str] | None = None) -> str:
+    """A role as the console makes it: AmazonSageMakerFullAccess and S3 access to ``buckets`` (None: any)."""
+    return roles.execution_role(server.client("iam"), buckets)
 
 
 def channel(name: str, uri: str, content_type: str = "text/csv", **s3: Any) -> dict[str, Any]:
