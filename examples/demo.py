@@ -49,6 +49,15 @@ def sdk_config(path: Path, bucket: str) -> Path:
     return path
 
 
+def delete_emptied_bucket(server: ServerProcess, bucket: str) -> None:
+    """The notebook empties the bucket, as the seed does; its role may not delete it, so the user does."""
+    s3 = server.client("s3")
+    if any(b["Name"] == bucket for b in s3.list_buckets()["Buckets"]) and \
+            not s3.list_objects_v2(Bucket=bucket).get("KeyCount"):
+        s3.delete_bucket(Bucket=bucket)
+        say(f"deleted the emptied bucket {bucket} with the admin key")
+
+
 def leftovers(server: ServerProcess, bucket: str) -> list[str]:
     sm, s3 = server.client("sagemaker"), server.client("s3")
     found = [f"endpoint {e['EndpointName']}" for e in sm.list_endpoints()["Endpoints"]]
@@ -159,6 +168,7 @@ def run() -> int:
         except Exception as exc:
             say(f"FAILED: {exc}; server log: {server.log_path}")
             return 1
+        delete_emptied_bucket(server, bucket)
         left = leftovers(server, bucket)
         metrics["leftovers"] = left
         (OUT / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import boto3
+import botocore.exceptions
 import matplotlib
 
 matplotlib.use("Agg")
@@ -274,7 +275,12 @@ def main() -> dict:
         predictor.delete_endpoint(delete_endpoint_config=True)
         bucket_to_delete = boto3.resource("s3").Bucket(bucket)
         bucket_to_delete.objects.all().delete()
-        bucket_to_delete.delete()
+        try:
+            bucket_to_delete.delete()
+        except botocore.exceptions.ClientError as error:
+            # The console's execution role may empty buckets but not delete them (AmazonSageMakerFullAccess
+            # has no s3:DeleteBucket): the seed deletes the objects only. Delete it with your own key.
+            print(f"   kept the empty bucket {bucket}: {error.response['Error']['Code']}")
         if notebook is not None:
             delete_notebook_instance(notebook)
 

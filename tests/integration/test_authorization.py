@@ -194,6 +194,24 @@ def test_explicit_deny_beats_allow(server: ServerProcess, user: User) -> None:
     assert f"/denied/{user.name}" not in names
 
 
+def test_an_explicit_deny_in_a_group_policy_beats_the_users_allow(server: ServerProcess, user: User) -> None:
+    iam = server.client("iam")
+    group = f"g-{user.name}"
+    iam.create_group(GroupName=group)
+    iam.add_user_to_group(GroupName=group, UserName=user.name)
+    iam.attach_user_policy(UserName=user.name, PolicyArn="arn:aws:iam::aws:policy/AmazonS3FullAccess")
+    bucket = f"grp-{uuid.uuid4().hex[:8]}"
+    s3 = user.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    iam.put_group_policy(GroupName=group, PolicyName="no-delete", PolicyDocument=_doc(
+        {"Effect": "Deny", "Action": "s3:DeleteBucket", "Resource": "*"}))
+    with pytest.raises(ClientError) as excinfo:
+        s3.delete_bucket(Bucket=bucket)
+    assert _denied(excinfo).endswith("with an explicit deny in an identity-based policy")
+    iam.remove_user_from_group(GroupName=group, UserName=user.name)
+    s3.delete_bucket(Bucket=bucket)  # out of the group, the user's own Allow decides again
+
+
 def test_without_pass_role_no_training_job_starts(server: ServerProcess, user: User) -> None:
     iam = server.client("iam")
     role = iam.create_role(RoleName=f"r-{user.name}", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"]

@@ -22,7 +22,7 @@ from sagestack.logic.notebook_tokens import COOKIE_NAME, Claims, TokenSigner
 from sagestack.testing.server_process import ServerProcess
 from tests.integration.browser import render
 from tests.integration.notebook_support import LIFECYCLE_ECHO, JupyterSession, notebook_role, wait_in_service
-from tests.integration.training_support import unique
+from tests.integration.training_support import channel, training_request, unique, wait_for_job
 
 LOG_GROUP = "/aws/sagemaker/NotebookInstances"
 
@@ -466,10 +466,14 @@ def test_a_kernel_works_as_the_instances_role(server: ServerProcess) -> None:
     for bucket in (bucket_a, bucket_b):
         s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key="data.csv", Body=b"1,2,3\n")
+    rows = "\n".join(f"{i % 2},{i % 7},{(i * 3) % 11}" for i in range(100))
+    s3.put_object(Bucket=bucket_a, Key="train/train.csv", Body=rows.encode())
     sm = server.client("sagemaker")
-    name = unique("nb")
-    sm.create_notebook_instance(NotebookInstanceName=name, InstanceType="ml.t3.medium",
-                                RoleArn=notebook_role(server, [bucket_a]))
+    name, job = unique("nb"), unique("nb-job")
+    role = notebook_role(server, [bucket_a])
+    request = training_request(job, role, bucket_a, [channel("train", f"s3://{bucket_a}/train")],
+                               hyperparameters={"objective": "binary:logistic", "num_round": "3"})
+    sm.create_notebook_instance(NotebookInstanceName=name, InstanceType="ml.t3.medium", RoleArn=role)
     wait_in_service(sm, name)
     session = JupyterSession(sm.create_presigned_notebook_instance_url(NotebookInstanceName=name)["AuthorizedUrl"])
     try:
@@ -481,7 +485,10 @@ def test_a_kernel_works_as_the_instances_role(server: ServerProcess) -> None:
             "try:\n"
             f"    s3.get_object(Bucket='{bucket_b}', Key='data.csv')\n"
             "except botocore.exceptions.ClientError as error:\n"
-            "    print('B', error.response['Error']['Code'], error.response['Error']['Message'])\n", timeout=60)
+            "    print('B', error.response['Error']['Code'], error.response['Error']['Message'])\n"
+            # The notebook trains from bucket A as its role (which may pass itself to SageMaker).
+            f"print('JOB', boto3.client('sagemaker').create_training_job(**{request!r})['TrainingJobArn'])\n",
+            timeout=60)
         kernel.close()
     finally:
         session.close()
@@ -489,3 +496,5 @@ def test_a_kernel_works_as_the_instances_role(server: ServerProcess) -> None:
     assert "A b'1,2,3\\n'" in result.stdout, result
     assert 'B AccessDenied User: arn:aws:sts::' in result.stdout, result
     assert f'on resource: "arn:aws:s3:::{bucket_b}/data.csv"' in result.stdout, result
+    assert "JOB arn:aws:sagemaker:" in result.stdout, result
+    assert wait_for_job(sm, job)["TrainingJobStatus"] == "Completed"
