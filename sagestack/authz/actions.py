@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from itertools import product
 from typing import Any
@@ -116,6 +116,8 @@ class ResourceTemplate:
     #: Set when every slot is a built-in or one top-level string member without a filter (most
     #: templates): (literal, member name or None, is built-in) triples, rendered without generality.
     simple: tuple[tuple[str, str | None, bool], ...] | None = None
+    #: A SageMaker ARN: names are lower-cased in it (SageMaker's ARNs spell them so).
+    lower_names: bool = False
 
     @classmethod
     def parse(cls, text: str) -> ResourceTemplate:
@@ -132,12 +134,15 @@ class ResourceTemplate:
             last = match.end()
         pieces.append(text[last:])
         kept = tuple(p for p in pieces if p != "")
-        return cls(text, kept, _simple_form(kept))
+        return cls(text, kept, _simple_form(kept), text.startswith("arn:${Partition}:sagemaker:"))
 
     def render(self, params: Mapping[str, Any], region: str, account: str, lookups: Lookups) -> list[str]:
         """The ARNs this request names; ``["*"]`` when a member the template needs is absent."""
         if self.simple is not None:
             return [self._render_simple(params, region, account)]
+        return [normal_arn(arn) for arn in self._render_general(params, region, account, lookups)]
+
+    def _render_general(self, params: Mapping[str, Any], region: str, account: str, lookups: Lookups) -> list[str]:
         choices: list[list[str]] = []
         for piece in self.pieces:
             if isinstance(piece, str):
@@ -159,17 +164,46 @@ class ResourceTemplate:
     def _render_simple(self, params: Mapping[str, Any], region: str, account: str) -> str:
         assert self.simple is not None
         out = []
-        for literal, name, builtin in self.simple:
-            if literal:
-                out.append(literal)
-            elif builtin:
-                out.append("aws" if name == PARTITION else region if name == REGION else account)
-            else:
-                value = params.get(name)  # type: ignore[arg-type]
-                if value is None or isinstance(value, list | dict):
-                    return "*"
-                out.append(_text(value))
+        for text, is_member in _resolved(self.simple, region, account):
+            if not is_member:
+                out.append(text)
+                continue
+            value = params.get(text)
+            if value is None or isinstance(value, list | dict):
+                return "*"
+            value = value if type(value) is str else _text(value)
+            out.append(value.lower() if self.lower_names else value)
         return "".join(out)
+
+
+@lru_cache(maxsize=4096)
+def _resolved(simple: tuple[tuple[str, str | None, bool], ...], region: str,
+              account: str) -> tuple[tuple[str, bool], ...]:
+    """A simple template with its built-ins filled for one region and account: literal runs merged,
+    members by name (rendering then only looks the members up)."""
+    out: list[tuple[str, bool]] = []
+    literal = ""
+    for text, name, builtin in simple:
+        if text:
+            literal += text
+        elif builtin:
+            literal += "aws" if name == PARTITION else region if name == REGION else account
+        else:
+            if literal:
+                out.append((literal, False))
+            literal = ""
+            out.append((str(name), True))
+    if literal:
+        out.append((literal, False))
+    return tuple(out)
+
+
+def normal_arn(resource: str) -> str:
+    """SageMaker spells resource names in lower case in its ARNs, and authorizes against those."""
+    if resource.startswith("arn:aws:sagemaker:"):
+        head, sep, name = resource.partition("/")
+        return head + sep + name.lower()
+    return resource
 
 
 def _simple_form(pieces: tuple[str | _Slot, ...]) -> tuple[tuple[str, str | None, bool], ...] | None:

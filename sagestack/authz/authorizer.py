@@ -139,7 +139,7 @@ class Authorizer:
             if not check.applies(params):
                 continue
             for resource in check.resource_arns(params, region, self.account_id, self._lookups):
-                denial = self._decide(service_table, principal, check, _normal(resource), params, facts)
+                denial = self._decide(service_table, principal, check, resource, params, facts)
                 if denial is not None:
                     raise denial
 
@@ -325,14 +325,6 @@ def _global_key(key: str, principal: Principal, policies: PolicySet, facts: Requ
     if compute is None:
         return None
     return compute(principal, policies, facts) or None
-
-
-def _normal(resource: str) -> str:
-    """SageMaker spells resource names in lower case in its ARNs, and authorizes against those."""
-    if resource.startswith("arn:aws:sagemaker:"):
-        head, sep, name = resource.partition("/")
-        return head + sep + name.lower()
-    return resource
 
 
 def _reason(evaluation: Evaluation) -> str:
