@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from sagestack.authz.authorizer import Authorizer
 from sagestack.authz.role_store import RoleScopedStore, role_session
+from sagestack.aws.errors import AwsError
 from sagestack.config import Settings
 from sagestack.db import Database
 from sagestack.identity import CredentialStore
@@ -123,6 +124,15 @@ class Platform:
         """The object store as a session of ``role_arn`` may use it (a job's downloads and uploads)."""
         principal = role_session(self.db, self.account_id, role_arn)
         return RoleScopedStore(self.storage, self.authorizer, principal)
+
+    def role_may(self, role_arn: str, action: str, resource: str, context: dict[str, str] | None = None) -> bool:
+        """Whether a session of ``role_arn`` may do ``action``: what the platform does for a role's work
+        (writing its logs and metrics) it does only when the role itself could."""
+        try:
+            self.authorizer.require(role_session(self.db, self.account_id, role_arn), action, resource, context)
+        except AwsError:
+            return False
+        return True
 
     @property
     def region(self) -> str:

@@ -29,6 +29,7 @@ from sagestack.control.model_servers import (
     DeployError,
     fetch_model,
     launch_model_server,
+    may_write_logs,
     ping,
 )
 from sagestack.control.routing import DRAIN_SECONDS, Deployment, Instance, Router, Variant
@@ -220,7 +221,8 @@ class EndpointController:
         # The model data is read as the model's execution role, as SageMaker does.
         fetch_model(self.platform.storage_as(role), container["ModelDataUrl"], model_dir)
         return Variant(wanted["VariantName"], wanted["ModelName"], model_dir,
-                       dict(container.get("Environment") or {}), wanted["DesiredWeight"])
+                       dict(container.get("Environment") or {}), wanted["DesiredWeight"],
+                       writes_logs=may_write_logs(self.platform, role, _log_group(endpoint)))
 
     def _start_instances(self, endpoint: str, variant: Variant, count: int) -> list[Instance]:
         started = [self._launch(endpoint, variant) for _ in range(count)]
@@ -246,7 +248,7 @@ class EndpointController:
         instance_id = "i-" + secrets.token_hex(8)
         server = launch_model_server(
             self.backend, self.db, variant.model_dir, variant.env,
-            log_group=f"/aws/sagemaker/Endpoints/{endpoint}", log_stream=f"{variant.name}/{instance_id}",
+            log_group=_log_group(endpoint) if variant.writes_logs else None, log_stream=f"{variant.name}/{instance_id}",
             data_dir=self.platform.settings.data_dir,
             extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name},
         )
@@ -357,3 +359,7 @@ def _current(variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Variant records once running: current weights and counts caught up with the desired ones."""
     return [{**v, "CurrentWeight": v["DesiredWeight"], "CurrentInstanceCount": v["DesiredInstanceCount"]}
             for v in variants]
+
+
+def _log_group(endpoint: str) -> str:
+    return f"/aws/sagemaker/Endpoints/{endpoint}"

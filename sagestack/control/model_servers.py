@@ -75,20 +75,33 @@ def fetch_model(store: Any, url: str, model_dir: Path) -> None:
                           "Please ensure that the object located at the URL is a valid tar.gz archive.") from exc
 
 
+def log_group_arn(region: str, account: str, group: str) -> str:
+    """The ARN logs:CreateLogStream and logs:PutLogEvents are authorized on (the group's streams)."""
+    return f"arn:aws:logs:{region}:{account}:log-group:{group}:log-stream:*"
+
+
+def may_write_logs(platform: Any, role_arn: str, group: str) -> bool:
+    """Whether the work of ``role_arn`` may have its output in ``group`` (its role may write there)."""
+    arn = log_group_arn(platform.region, platform.account_id, group)
+    return all(platform.role_may(role_arn, action, arn) for action in ("logs:CreateLogStream", "logs:PutLogEvents"))
+
+
 def compiled_models_dir(data_dir: Path) -> Path:
     """Where model servers cache trees compiled to C, shared by every endpoint and transform job."""
     return data_dir / "compiled-models"
 
 
 def launch_model_server(backend: LocalBackend, db: Any, model_dir: Path, environment: dict[str, str], *,
-                        log_group: str, log_stream: str, data_dir: Path,
+                        log_group: str | None, log_stream: str, data_dir: Path,
                         extra_env: dict[str, str] | None = None) -> ModelServer:
-    """Start one model server on a free loopback port; its output goes to CloudWatch Logs."""
+    """Start one model server on a free loopback port; its output goes to CloudWatch Logs
+    (``log_group=None``: nowhere, when the execution role may not write logs)."""
     port = free_port()
     # The router talks to the instance over a Unix socket (less kernel work per request than loopback
     # TCP); the TCP port stays for /ping and anyone speaking the container contract directly.
     unix_socket = str(backend.runtime_dir / f"model-server-{port}.sock") if backend.runtime_dir else None
-    ensure_log_stream(db, log_group, log_stream)
+    if log_group is not None:
+        ensure_log_stream(db, log_group, log_stream)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
     env.update(environment)
     env.update({"OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1",
@@ -102,7 +115,8 @@ def launch_model_server(backend: LocalBackend, db: Any, model_dir: Path, environ
               *(["--unix-socket", unix_socket] if unix_socket else [])],
         env=env,
         cwd=model_dir.parent,
-        on_output=lambda batch: append_events(db, log_group, log_stream, batch),
+        on_output=(lambda batch: append_events(db, log_group, log_stream, batch)) if log_group is not None
+        else (lambda batch: None),
         module=MODULE,
         warm=WARM,
         warm_env=WARM_ENV,

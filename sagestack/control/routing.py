@@ -52,6 +52,8 @@ class Variant:
     env: dict[str, str]
     weight: float
     instances: list[Instance] = field(default_factory=list)
+    #: Whether its instances' output goes to CloudWatch Logs (the model's role may write there).
+    writes_logs: bool = True
     _next: int = 0
 
     def pick(self) -> Iterator[Instance]:

@@ -34,6 +34,7 @@ from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
 from sagestack.control.debugging import JobDebugger
 from sagestack.control.inputs import check_output_bucket, resolve_source
+from sagestack.control.model_servers import may_write_logs
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.logic.cloudwatch import put_datapoints
@@ -242,15 +243,22 @@ class TrainingController:
         epoch = int(time.time())
         tracker_port = _free_port_pair() if len(hosts) > 1 else None
         metrics = _MetricParser(job.request["AlgorithmSpecification"].get("MetricDefinitions", []))
+        # Logs and metrics are written for the job's role, so only where the role itself may write them.
+        role = job.request["RoleArn"]
+        writes_logs = may_write_logs(self.platform, role, LOG_GROUP)
+        writes_metrics = self.platform.role_may(role, "cloudwatch:PutMetricData", "*",
+                                                {"cloudwatch:namespace": METRIC_NAMESPACE})
         for host in hosts:
             stream = f"{job.name}/{host}-{epoch}"
-            ensure_log_stream(self.db, LOG_GROUP, stream)
+            if writes_logs:
+                ensure_log_stream(self.db, LOG_GROUP, stream)
             spec = InstanceSpec(
                 name=f"{job.name}/{host}",
                 argv=[sys.executable, "-m", module],
                 env={**self._instance_env(job, host, tracker_port), **debugger.env()},
                 cwd=self.jobs_dir / job.name / host,
-                on_output=self._sink(job.name, stream, metrics if host == hosts[0] else None),
+                on_output=self._sink(job.name, stream if writes_logs else None,
+                                     metrics if host == hosts[0] else None, writes_metrics),
                 # Forked from a warm interpreter: imports cost more than a whole tutorial job.
                 module=module,
                 warm=WARM_MODULES.get(module, ()),
@@ -276,19 +284,25 @@ class TrainingController:
             env["SAGESTACK_TRACKER_PORT"] = str(tracker_port)
         return env
 
-    def _sink(self, job_name: str, stream: str, metrics: _MetricParser | None) -> Callable[..., None]:
+    def _sink(self, job_name: str, stream: str | None, metrics: _MetricParser | None,
+              to_cloudwatch: bool) -> Callable[..., None]:
         def deliver(batch: list[tuple[int, str]]) -> None:
-            append_events(self.db, LOG_GROUP, stream, batch)
+            if stream is not None:
+                append_events(self.db, LOG_GROUP, stream, batch)
             if metrics is not None:
-                self._publish_metrics(job_name, metrics.parse(batch))
+                self._publish_metrics(job_name, metrics.parse(batch), to_cloudwatch)
 
         return deliver
 
-    def _publish_metrics(self, job_name: str, values: dict[str, list[tuple[int, float]]]) -> None:
+    def _publish_metrics(self, job_name: str, values: dict[str, list[tuple[int, float]]],
+                         to_cloudwatch: bool = True) -> None:
+        """CloudWatch gets the datapoints when the role may put them; the job's own final metrics
+        (DescribeTrainingJob, the tuner) are SageMaker's and are kept either way."""
         if not values:
             return
         for metric, points in values.items():
-            put_datapoints(self.db, METRIC_NAMESPACE, metric, {"TrainingJobName": job_name}, points)
+            if to_cloudwatch:
+                put_datapoints(self.db, METRIC_NAMESPACE, metric, {"TrainingJobName": job_name}, points)
             for when_ms, value in points:
                 for listener in self.metric_listeners:
                     listener(job_name, metric, value, when_ms / 1000)

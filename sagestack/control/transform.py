@@ -23,7 +23,13 @@ from sagestack.aws.errors import AwsError
 from sagestack.compute import LocalBackend
 from sagestack.control import records as rec
 from sagestack.control.inputs import check_output_bucket, resolve_source
-from sagestack.control.model_servers import DeployError, ModelServer, fetch_model, launch_model_server
+from sagestack.control.model_servers import (
+    DeployError,
+    ModelServer,
+    fetch_model,
+    launch_model_server,
+    may_write_logs,
+)
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Model
 from sagestack.db.models.transform import TransformJob
@@ -128,12 +134,13 @@ class TransformController:
         run.store = self.platform.storage_as(role)  # a transform job works as its model's role
         model_dir = self.root / run.name / "model"
         fetch_model(run.store, container["ModelDataUrl"], model_dir)
+        log_group = LOG_GROUP if may_write_logs(self.platform, role, LOG_GROUP) else None
         environment = {**(container.get("Environment") or {}), **(request.get("Environment") or {})}
         environment.update({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(request["MaxPayloadInMB"])})
         for _ in range(request["TransformResources"]["InstanceCount"]):
             stream = f"{run.name}/i-{secrets.token_hex(8)}"
             run.servers.append(launch_model_server(self.backend, self.db, model_dir, environment,
-                                                   log_group=LOG_GROUP, log_stream=stream,
+                                                   log_group=log_group, log_stream=stream,
                                                    data_dir=self.platform.settings.data_dir))
         for server in run.servers:
             try:

@@ -309,3 +309,27 @@ def test_a_role_for_specific_buckets_decides_what_a_job_reads_and_writes(server:
     assert f"s3://{bucket_b}/output/{no_output}/output/model.tar.gz" in failed["FailureReason"]
     assert "AccessDenied" in failed["FailureReason"]
     assert "Contents" not in server.client("s3").list_objects_v2(Bucket=bucket_b, Prefix="output/")
+
+
+def test_a_role_that_may_not_write_logs_gets_none(server: ServerProcess) -> None:
+    """The platform writes a job's logs and metrics for its role, so only where the role could itself."""
+    from sagestack.authz.role_templates import execution_role_template
+    from tests.integration.training_support import unique, wait_for_job
+
+    bucket = _csv_bucket(server, unique("quiet"))
+    iam = server.client("iam")
+    template = execution_role_template([bucket], datetime.now(UTC))
+    name = unique("s3-only")
+    role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=template.trust_policy)["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="s3", PolicyDocument=template.s3_policy)
+    sm = server.client("sagemaker")
+    job = unique("quiet-job")
+    sm.create_training_job(**_job(job, role, bucket, bucket))
+    assert wait_for_job(sm, job)["TrainingJobStatus"] == "Completed"
+    try:
+        streams = server.client("logs").describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                             logStreamNamePrefix=job)["logStreams"]
+    except ClientError as exc:  # no job of this server has written logs yet
+        assert exc.response["Error"]["Code"] == "ResourceNotFoundException"
+        streams = []
+    assert streams == []
