@@ -32,6 +32,7 @@ from sagestack.authz.policy import (
     Evaluation,
     Policy,
     PolicyError,
+    PolicyKind,
     PolicySource,
     Request,
     authorize,
@@ -110,7 +111,8 @@ class Authorizer:
         self._lock = threading.Lock()
         self._seen = -1
         self._policy_sets: dict[tuple[str, str], PolicySet] = {}
-        self._bucket_policies: dict[str, tuple[PolicySource | None, frozenset[str]]] = {}
+        #: ("bucket", name) or ("role", name) -> its policy and the keys it reads.
+        self._resource_policies: dict[tuple[str, str], tuple[PolicySource | None, frozenset[str]]] = {}
         self._paths: dict[tuple[str, str], str] = {}
         self._decisions: dict[tuple[Any, ...], tuple[str, str, int] | None] = {}
         self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
@@ -211,7 +213,7 @@ class Authorizer:
         if current != self._seen:
             with self._lock:
                 self._policy_sets.clear()
-                self._bucket_policies.clear()
+                self._resource_policies.clear()
                 self._paths.clear()
                 self._decisions.clear()
                 self._seen = current
@@ -236,23 +238,35 @@ class Authorizer:
         return PolicySet(stored.arn, tuple(stored.identity), boundary, _keys_of(documents))
 
     def _resource_policy(self, action: str, resource: str) -> tuple[PolicySource | None, frozenset[str]]:
-        """The bucket policy of an S3 resource, and the keys it reads; (None, empty) for anything else."""
-        if self.bucket_policy is None or not resource.startswith("arn:aws:s3:::") or not action.startswith("s3:"):
-            return None, NO_KEYS
-        bucket = resource[len("arn:aws:s3:::"):].split("/", 1)[0]
-        if not bucket or "*" in bucket:
-            return None, NO_KEYS
-        found = self._bucket_policies.get(bucket)
+        """The resource-based policy that takes part, and the keys it reads: an S3 bucket's policy,
+        or the trust policy of a role being assumed; (None, empty) for anything else."""
+        if action.startswith("s3:") and resource.startswith("arn:aws:s3:::") and self.bucket_policy is not None:
+            bucket = resource[len("arn:aws:s3:::"):].split("/", 1)[0]
+            if not bucket or "*" in bucket:
+                return None, NO_KEYS
+            return self._resource_policy_of(("bucket", bucket), lambda: self.bucket_policy(bucket), "resource")
+        if action == "sts:AssumeRole" and ":role/" in resource:
+            name = resource.rsplit("/", 1)[-1]
+            return self._resource_policy_of(("role", name), lambda: self._trust_policy(name), "trust")
+        return None, NO_KEYS
+
+    def _resource_policy_of(self, key: tuple[str, str], read: Callable[[], str | None],
+                            kind: PolicyKind) -> tuple[PolicySource | None, frozenset[str]]:
+        found = self._resource_policies.get(key)
         if found is None:
-            document = self.bucket_policy(bucket)
+            document = read()
             source = None
             if document:
                 try:
-                    source = PolicySource(parse_policy(document, "resource"), bucket, "resource")
+                    source = PolicySource(parse_policy(document, kind), key[1], "resource")
                 except PolicyError:
                     source = None  # stored before its checks existed: it grants nothing
-            found = self._bucket_policies[bucket] = (source, _keys_of([source.policy]) if source else NO_KEYS)
+            found = self._resource_policies[key] = (source, _keys_of([source.policy]) if source else NO_KEYS)
         return found
+
+    def _trust_policy(self, role_name: str) -> str | None:
+        with self.db.session() as session:
+            return session.scalar(select(IamRole.assume_role_policy_document).where(IamRole.name == role_name))
 
     # ------------------------------------------------------------------ condition keys
     def _context(self, keys: frozenset[str], principal: Principal, policies: PolicySet, check: Check,

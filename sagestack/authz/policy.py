@@ -568,14 +568,39 @@ def _aws_principal_matches(ident: str, caller: Caller) -> bool:
     if ident == "*":
         return True
     # A bare account id or the account root stands for every identity of that account.
-    if ident in (caller.account_id, resource_arn("iam", "", caller.account_id, "root")):
+    if _names_account(ident, caller):
         return bool(caller.account_id)
+    return _names_identity(ident, caller)
+
+
+def _names_account(ident: str, caller: Caller) -> bool:
+    return ident in (caller.account_id, resource_arn("iam", "", caller.account_id, "root"))
+
+
+def _names_identity(ident: str, caller: Caller) -> bool:
+    """The caller itself: its ARN, or (for a role's session) its role's ARN."""
     if ident == caller.arn:
         return True
     # A role ARN also names every session of that role (the assumed-role ARN has no path).
     session = re.fullmatch(r"arn:aws:sts::(\d+):assumed-role/([^/]+)/.+", caller.arn)
     role = re.fullmatch(r"arn:aws:iam::(\d+):role/(?:.*/)?([^/]+)", ident)
     return bool(session and role and session.groups() == role.groups())
+
+
+def grants_directly(statement: Statement, caller: Caller | None) -> bool:
+    """Does a resource policy's statement name the caller itself (or everyone)?
+
+    Naming only the account (its id or its root) delegates to the account's own identity
+    policies: within one account such a statement allows nothing on its own, as in AWS.
+    """
+    principals = statement.principal
+    if principals is None or caller is None:
+        return False
+    if "*" in principals or "*" in principals.get("AWS", ()):
+        return True
+    if caller.service and caller.service in principals.get("Service", ()):
+        return True
+    return any(_names_identity(ident, caller) for ident in principals.get("AWS", ()))
 
 
 def statement_applies(statement: Statement, request: Request, state: _EvalState | None = None) -> bool:
@@ -626,7 +651,8 @@ def authorize(
     """The decision for one request within one account.
 
     A permissions boundary caps identity-based grants only; a resource-based
-    policy that allows the caller grants access on its own (same account).
+    policy that names the caller grants access on its own (same account); one that
+    names only the account leaves the decision to the identity policies.
     """
     ident = evaluate(identity, request)
     bound = evaluate(boundary, request) if boundary is not None else None
@@ -642,7 +668,7 @@ def authorize(
     if ident.decision == "allowed" and (bound is None or bound.decision == "allowed"):
         grants += ident.matched + (bound.matched if bound else [])
     if res is not None and res.decision == "allowed":
-        grants += res.matched
+        grants += [m for m in res.matched if grants_directly(m.statement, request.caller)]
     if grants:
         return Evaluation("allowed", grants, missing, allowed_by_boundary)
     return Evaluation("implicitDeny", [], missing, allowed_by_boundary)

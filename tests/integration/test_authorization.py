@@ -333,3 +333,55 @@ def test_a_role_that_may_not_write_logs_gets_none(server: ServerProcess) -> None
         assert exc.response["Error"]["Code"] == "ResourceNotFoundException"
         streams = []
     assert streams == []
+
+
+def test_assume_role_follows_the_trust_policy(server: ServerProcess, user: User) -> None:
+    """A trust policy naming the user lets it in by itself; one naming the account leaves it to the user's policies."""
+    iam = server.client("iam")
+    account = server.client("sts").get_caller_identity()["Account"]
+
+    def role(principal: str) -> str:
+        trust = _doc({"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "sts:AssumeRole"})
+        return iam.create_role(RoleName=f"t-{uuid.uuid4().hex[:10]}", AssumeRolePolicyDocument=trust)["Role"]["Arn"]
+
+    sts = user.client("sts")
+    named = role(user.arn)
+    session = sts.assume_role(RoleArn=named, RoleSessionName="s1")["AssumedRoleUser"]["Arn"]
+    assert session.endswith(f":assumed-role/{named.rsplit('/', 1)[1]}/s1")
+    delegated = role(f"arn:aws:iam::{account}:root")
+    with pytest.raises(ClientError) as excinfo:
+        sts.assume_role(RoleArn=delegated, RoleSessionName="s1")
+    assert f"perform: sts:AssumeRole on resource: {delegated}" in _denied(excinfo)
+    iam.put_user_policy(UserName=user.name, PolicyName="assume", PolicyDocument=_doc(
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": delegated}))
+    sts.assume_role(RoleArn=delegated, RoleSessionName="s1")
+    with pytest.raises(ClientError) as excinfo:  # the user's policy does not open a role that does not trust it
+        sts.assume_role(RoleArn=server.client("iam").create_role(
+            RoleName=f"t-{uuid.uuid4().hex[:10]}", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"], RoleSessionName="s1")
+    _denied(excinfo)
+
+
+def test_a_bucket_policy_naming_the_user_grants_and_naming_the_account_does_not(server: ServerProcess,
+                                                                               user: User) -> None:
+    admin_s3 = server.client("s3")
+    account = server.client("sts").get_caller_identity()["Account"]
+    bucket = f"bp-{uuid.uuid4().hex[:8]}"
+    admin_s3.create_bucket(Bucket=bucket)
+    admin_s3.put_object(Bucket=bucket, Key="k", Body=b"v")
+
+    def policy(principal: str) -> None:
+        admin_s3.put_bucket_policy(Bucket=bucket, Policy=_doc({
+            "Effect": "Allow", "Principal": {"AWS": principal}, "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{bucket}/*"}))
+
+    s3 = user.client("s3")
+    policy(f"arn:aws:iam::{account}:root")
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=bucket, Key="k")
+    _denied(excinfo)
+    policy(user.arn)
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+    admin_s3.delete_bucket_policy(Bucket=bucket)
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket=bucket, Key="k")
+    _denied(excinfo)
