@@ -94,6 +94,8 @@ class Platform:
     fronts: FrontSync | None = None
     #: The sagemaker-runtime endpoint's URL, known once its port is bound (before ``start``).
     runtime_url: str | None = None
+    #: The main port's URL, which the platform's processes (kernels, jobs) call AWS APIs at.
+    server_url: str | None = None
 
     def __init__(self, settings: Settings, db: Database, account_id: str, credentials: CredentialStore) -> None:
         self.settings = settings

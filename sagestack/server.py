@@ -56,6 +56,7 @@ def prepare(settings: Settings) -> Platform:
         seed(db)
     platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
     platform.storage = _object_store(settings, db, account_id)
+    platform.server_url = _url(settings)
     platform.authorizer = Authorizer(db, account_id, PolicyGeneration(settings.policy_generation_file),
                                      bucket_policy=platform.storage.bucket_policy)
     platform.authorizer.watch()

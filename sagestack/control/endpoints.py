@@ -31,7 +31,9 @@ from sagestack.control.model_servers import (
     launch_model_server,
     may_write_logs,
     ping,
+    role_environment,
 )
+from sagestack.control.role_sessions import CREDENTIAL_SECONDS, RoleGone, RoleSession
 from sagestack.control.routing import DRAIN_SECONDS, Deployment, Instance, Router, Variant
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Endpoint, EndpointConfig, Model
@@ -147,6 +149,7 @@ class EndpointController:
                   failure_reason=None, variants=_current(wanted))
         if old is not None:
             self._retire(list(old.all_instances()))
+            self._revoke(old)
 
     def _resize(self, name: str, variants: list[dict[str, Any]]) -> None:
         deployment = self.live.get(name)
@@ -220,9 +223,16 @@ class EndpointController:
         model_dir = self.root / endpoint / f"{config_name}-{wanted['VariantName']}" / "model"
         # The model data is read as the model's execution role, as SageMaker does.
         fetch_model(self.platform.storage_as(role), container["ModelDataUrl"], model_dir)
+        writes_logs = may_write_logs(self.platform, role, _log_group(endpoint))
+        session = RoleSession(self.db, role, model_dir.parent / ".credentials", CREDENTIAL_SECONDS,
+                              self.platform.region)
+        try:
+            session.issue()
+        except RoleGone as gone:
+            raise DeployError(f"ClientError: {gone}") from None
         return Variant(wanted["VariantName"], wanted["ModelName"], model_dir,
                        dict(container.get("Environment") or {}), wanted["DesiredWeight"],
-                       writes_logs=may_write_logs(self.platform, role, _log_group(endpoint)))
+                       writes_logs=writes_logs, role=session)
 
     def _start_instances(self, endpoint: str, variant: Variant, count: int) -> list[Instance]:
         started = [self._launch(endpoint, variant) for _ in range(count)]
@@ -250,7 +260,8 @@ class EndpointController:
             self.backend, self.db, variant.model_dir, variant.env,
             log_group=_log_group(endpoint) if variant.writes_logs else None, log_stream=f"{variant.name}/{instance_id}",
             data_dir=self.platform.settings.data_dir,
-            extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name},
+            extra_env={"SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant.name,
+                       **role_environment(self.platform, variant.role)},
         )
         return Instance(instance_id, variant.name, server)
 
@@ -281,6 +292,13 @@ class EndpointController:
     def _stop_deployment(self, deployment: Deployment) -> None:
         for instance in deployment.all_instances():
             self._stop_instance(instance)
+        self._revoke(deployment)
+
+    def _revoke(self, deployment: Deployment) -> None:
+        """The role sessions of a deployment's instances end with them."""
+        for variant in deployment.variants.values():
+            if variant.role is not None:
+                variant.role.revoke(self.platform.credentials)
 
     # ------------------------------------------------------------ front workers (front/pool.py)
     def _sync_fronts(self) -> None:
@@ -322,6 +340,15 @@ class EndpointController:
                 for variant in deployment.variants.values():
                     for instance in list(variant.instances):
                         await self._check(name, variant, instance, probe)
+                    if variant.role is not None and variant.role.due():
+                        await asyncio.to_thread(self._renew, name, variant)
+
+    @staticmethod
+    def _renew(endpoint: str, variant: Variant) -> None:
+        try:
+            variant.role.issue()
+        except RoleGone as gone:  # its instances keep serving; their calls to AWS fail as the role's would
+            log.warning("endpoint %s variant %s: credentials not renewed: %s", endpoint, variant.name, gone)
 
     async def _check(self, endpoint: str, variant: Variant, instance: Instance, probe: bool) -> None:
         if instance.replacing:

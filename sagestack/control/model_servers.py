@@ -75,6 +75,18 @@ def fetch_model(store: Any, url: str, model_dir: Path) -> None:
                           "Please ensure that the object located at the URL is a valid tar.gz archive.") from exc
 
 
+def role_environment(platform: Any, role: Any) -> dict[str, str]:
+    """What lets a process call AWS as its work's role (a ``RoleSession``), at this server."""
+    if role is None:
+        return {}
+    env = dict(role.environment())
+    for name, url in (("AWS_ENDPOINT_URL", platform.server_url), ("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+                                                                  platform.runtime_url)):
+        if url:
+            env[name] = url
+    return env
+
+
 def log_group_arn(region: str, account: str, group: str) -> str:
     """The ARN logs:CreateLogStream and logs:PutLogEvents are authorized on (the group's streams)."""
     return f"arn:aws:logs:{region}:{account}:log-group:{group}:log-stream:*"

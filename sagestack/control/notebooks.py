@@ -29,14 +29,13 @@ import logging
 import os
 import re
 import secrets
-import shlex
 import shutil
 import signal
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +45,11 @@ from sqlalchemy import delete, select
 
 from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance, free_port
+from sagestack.control.role_sessions import RoleGone, RoleSession
 from sagestack.db.base import utcnow
-from sagestack.db.models.identity import IamRole, SessionCredential
+from sagestack.db.models.identity import SessionCredential
 from sagestack.db.models.notebooks import NotebookInstance, NotebookLifecycleConfig
-from sagestack.identity import random_id, random_secret, write_private
+from sagestack.identity import write_private
 from sagestack.logic.logs import append_events, ensure_log_stream
 from sagestack.logic.notebook_tokens import TokenSigner
 from sagestack.logic.tags import drop_tags
@@ -68,8 +68,6 @@ MEMORY_CHECK_SECONDS = 2.0
 #: Length of the STS sessions handed to kernels; renewed when half is left. botocore refreshes
 #: credential_process credentials 15 minutes before they expire, by then a new file is in place.
 CREDENTIAL_SECONDS = 3600
-#: The role session name SageMaker uses for notebook instances (assumed-role/<role>/SageMaker).
-SESSION_NAME = "SageMaker"
 KERNEL_NAME = "conda_python3"
 SITE_DIR = Path(__file__).resolve().parents[1] / "notebook_runtime" / "site"
 _SIZE_CPUS = {"medium": 2, "large": 2, "xlarge": 4}
@@ -135,7 +133,8 @@ class _Slot:
     live: Live | None = None
     #: The lifecycle scripts of the current start (what they left in the background ends with the instance).
     scripts: list[LocalInstance] = field(default_factory=list)
-    credential_expiry: datetime | None = None
+    #: The STS sessions of the instance's role its processes hold (None until its first start).
+    role: RoleSession | None = None
 
 
 def instance_stamp(created: datetime) -> int:
@@ -298,9 +297,6 @@ class NotebookController:
         metadata = {"ResourceArn": row.arn, "ResourceName": row.name, "ExecutionRoleArn": settings["RoleArn"]}
         (runtime / "resource-metadata.json").write_text(json.dumps(metadata))
         (runtime / "sagemaker-config.yaml").write_text(sdk_config_yaml(bucket))
-        process = f"{shlex.quote(shutil.which('cat') or '/bin/cat')} {shlex.quote(str(runtime / 'credentials.json'))}"
-        write_private(runtime / "aws-config",
-                      f"[default]\nregion = {self.settings.region}\ncredential_process = {process}\n")
         data_dir = home / ".local" / "share" / "jupyter"
         for kernel, display in ((KERNEL_NAME, "conda_python3"), ("python3", "Python 3 (ipykernel)")):
             self._write_kernelspec(data_dir / "kernels" / kernel, display)
@@ -359,29 +355,20 @@ class NotebookController:
     # ------------------------------------------------------------ credentials
     def _issue_credentials(self, name: str, role_arn: str, runtime: Path, slot: _Slot) -> None:
         """A fresh STS session of the role, written where credential_process reads it."""
-        role_name = role_arn.rsplit("/", 1)[-1]
+        if slot.role is None or slot.role.role_arn != role_arn or slot.role.directory != runtime:
+            slot.role = RoleSession(self.db, role_arn, runtime, self.credential_seconds, self.settings.region)
+        try:
+            key = slot.role.issue()
+        except RoleGone as gone:
+            raise LaunchFailed(f"ClientError: {gone}") from None
         now = utcnow()
         with self.db.transaction() as session:
-            role = session.get(IamRole, role_name)
-            if role is None:
-                raise LaunchFailed(f"ClientError: the role {role_arn} no longer exists.")
-            seconds = min(self.credential_seconds, role.max_session_duration)
-            credential = SessionCredential(
-                access_key_id=random_id("ASIA"), secret_access_key=random_secret(),
-                session_token=base64.b64encode(secrets.token_bytes(192)).decode(), role_name=role_name,
-                session_name=SESSION_NAME, expiration=now + timedelta(seconds=seconds), created=now,
-            )
-            session.add(credential)
+            # Kept on the row too: after a crash, recovery revokes what the dead processes held.
             row = session.get(NotebookInstance, name)
             if row is not None:
                 live_keys = set(session.scalars(select(SessionCredential.access_key_id).where(
                     SessionCredential.access_key_id.in_(row.session_keys), SessionCredential.expiration > now)))
-                row.session_keys = [k for k in row.session_keys if k in live_keys] + [credential.access_key_id]
-        write_private(runtime / "credentials.json", json.dumps({
-            "Version": 1, "AccessKeyId": credential.access_key_id, "SecretAccessKey": credential.secret_access_key,
-            "SessionToken": credential.session_token, "Expiration": credential.expiration.isoformat(),
-        }))
-        slot.credential_expiry = credential.expiration
+                row.session_keys = [k for k in row.session_keys if k in live_keys] + [key]
 
     def _revoke_credentials(self, name: str) -> None:
         with self.db.transaction() as session:
@@ -398,10 +385,7 @@ class NotebookController:
         while True:
             await asyncio.sleep(min(30.0, self.credential_seconds / 4))
             for name, slot in list(self._slots.items()):
-                expiry = slot.credential_expiry
-                if slot.live is None or expiry is None:
-                    continue
-                if expiry - utcnow() < timedelta(seconds=self.credential_seconds / 2):
+                if slot.live is not None and slot.role is not None and slot.role.due():
                     await asyncio.to_thread(self._renew, name)
 
     def _renew(self, name: str) -> None:
@@ -598,7 +582,6 @@ class NotebookController:
             _kill_group(script.pid)  # what a lifecycle script left running in the background (nohup ... &)
         slot.live = None
         slot.scripts.clear()
-        slot.credential_expiry = None
 
     def _fail(self, name: str, reason: str) -> None:
         self._end_processes(name, grace=3.0)

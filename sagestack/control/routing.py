@@ -54,6 +54,8 @@ class Variant:
     instances: list[Instance] = field(default_factory=list)
     #: Whether its instances' output goes to CloudWatch Logs (the model's role may write there).
     writes_logs: bool = True
+    #: The STS sessions of the model's role its instances hold (a ``role_sessions.RoleSession``).
+    role: Any = None
     _next: int = 0
 
     def pick(self) -> Iterator[Instance]:

@@ -34,7 +34,8 @@ from sagestack.aws.errors import AwsError
 from sagestack.compute import InstanceSpec, LocalBackend, LocalInstance
 from sagestack.control.debugging import JobDebugger
 from sagestack.control.inputs import check_output_bucket, resolve_source
-from sagestack.control.model_servers import may_write_logs
+from sagestack.control.model_servers import may_write_logs, role_environment
+from sagestack.control.role_sessions import CREDENTIAL_SECONDS, RoleGone, RoleSession
 from sagestack.db.base import utcnow
 from sagestack.db.models.training import TrainingJob
 from sagestack.logic.cloudwatch import put_datapoints
@@ -49,6 +50,7 @@ log = logging.getLogger("sagestack.training")
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 STOP_GRACE_SECONDS = 30.0
+
 #: Modules a zygote preloads for each algorithm's entry point.
 WARM_MODULES = {"sagestack.algorithms.xgboost.train": ("sagestack.algorithms.xgboost.trainer",
                                                         "sagestack.debugger.hook")}
@@ -84,6 +86,8 @@ class _Run:
     instances: list[LocalInstance] = field(default_factory=list)
     #: Why the job was stopped, when a tuning job stopped it (FailureReason and StatusMessage).
     stop_reason: str | None = None
+    #: The STS sessions of the job's role its processes hold.
+    role: RoleSession | None = None
 
 
 class TrainingController:
@@ -173,6 +177,7 @@ class TrainingController:
             self._check_stop(run)
             self._advance(run.name, "Downloading", "Downloading input data")
             self._prepare(job, hosts, store)
+            run.role = self._role_session(job)
             self._check_stop(run)
             self._advance(run.name, "Training", "Training image download completed. Training in progress.",
                           training_start=True)
@@ -193,7 +198,19 @@ class TrainingController:
                     debugger.finish(status)
                 except Exception:
                     log.exception("debugger of %s failed", run.name)
+            if run.role is not None:
+                run.role.revoke(self.platform.credentials)  # the job's keys end with the job
             self._finish(run, status, reason, secondary)
+
+    def _role_session(self, job: TrainingJob) -> RoleSession:
+        """The STS session of the job's role its processes call AWS with (renewed while the job runs)."""
+        role = RoleSession(self.db, job.request["RoleArn"], self.jobs_dir / job.name / ".credentials",
+                           CREDENTIAL_SECONDS, self.platform.region)
+        try:
+            role.issue()
+        except RoleGone as gone:
+            raise JobEnded("Failed", f"ClientError: {gone}") from None
+        return role
 
     def _check_stop(self, run: _Run) -> None:
         if run.stop.is_set():
@@ -255,7 +272,7 @@ class TrainingController:
             spec = InstanceSpec(
                 name=f"{job.name}/{host}",
                 argv=[sys.executable, "-m", module],
-                env={**self._instance_env(job, host, tracker_port), **debugger.env()},
+                env={**self._instance_env(job, host, tracker_port, run.role), **debugger.env()},
                 cwd=self.jobs_dir / job.name / host,
                 on_output=self._sink(job.name, stream if writes_logs else None,
                                      metrics if host == hosts[0] else None, writes_metrics),
@@ -269,8 +286,10 @@ class TrainingController:
         debugger.start([(host, lambda i=instance: [i.pid]) for host, instance in pairs])
         self._wait(run, job, hosts)
 
-    def _instance_env(self, job: TrainingJob, host: str, tracker_port: int | None) -> dict[str, str]:
+    def _instance_env(self, job: TrainingJob, host: str, tracker_port: int | None,
+                      role: RoleSession | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGESTACK_"))}
+        env.update(role_environment(self.platform, role))  # the job's code calls AWS as its role, here
         env.update(job.request.get("Environment", {}))
         env.update({
             "SM_OPT_ML": str(self.jobs_dir / job.name / host),
@@ -331,6 +350,8 @@ class TrainingController:
                 if run.stop.is_set():
                     raise JobEnded("Stopped", None)
                 return
+            if run.role is not None and run.role.due():
+                self._renew(run)
             if run.stop.is_set():
                 self._terminate_all(run)
             elif time.monotonic() > deadline:
@@ -338,6 +359,14 @@ class TrainingController:
                 raise JobEnded("Stopped", "MaxRuntimeExceeded: Training job runtime exceeded "
                                           f"MaxRuntimeInSeconds provided ({limit} s).", "MaxRuntimeExceeded")
             time.sleep(0.05)
+
+    def _renew(self, run: _Run) -> None:
+        assert run.role is not None
+        try:
+            run.role.issue()
+        except RoleGone as gone:  # deleted while the job runs: it has no credentials, and says why
+            self._terminate_all(run)
+            raise JobEnded("Failed", f"ClientError: {gone}") from None
 
     def _terminate_all(self, run: _Run) -> None:
         for instance in run.instances:

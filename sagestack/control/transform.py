@@ -29,7 +29,9 @@ from sagestack.control.model_servers import (
     fetch_model,
     launch_model_server,
     may_write_logs,
+    role_environment,
 )
+from sagestack.control.role_sessions import CREDENTIAL_SECONDS, RoleGone, RoleSession
 from sagestack.db.base import utcnow
 from sagestack.db.models.hosting import Model
 from sagestack.db.models.transform import TransformJob
@@ -53,6 +55,8 @@ class _Run:
     servers: list[ModelServer] = field(default_factory=list)
     #: The object store as the model's execution role may use it (set once the model is known).
     store: Any = None
+    #: The STS session of that role its model servers hold.
+    role: Any = None
 
 
 class TransformController:
@@ -115,6 +119,8 @@ class TransformController:
         finally:
             for server in run.servers:
                 server.stop()
+            if run.role is not None:
+                run.role.revoke(self.platform.credentials)
             shutil.rmtree(self.root / run.name, ignore_errors=True)
             self._finish(run, status, reason)
 
@@ -135,13 +141,20 @@ class TransformController:
         model_dir = self.root / run.name / "model"
         fetch_model(run.store, container["ModelDataUrl"], model_dir)
         log_group = LOG_GROUP if may_write_logs(self.platform, role, LOG_GROUP) else None
+        run.role = RoleSession(self.db, role, self.root / run.name / ".credentials", CREDENTIAL_SECONDS,
+                               self.platform.region)
+        try:
+            run.role.issue()  # a transform job is short: one session, revoked when it ends
+        except RoleGone as gone:
+            raise TransformFailed(f"ClientError: {gone}") from None
         environment = {**(container.get("Environment") or {}), **(request.get("Environment") or {})}
         environment.update({"SAGEMAKER_BATCH": "true", "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(request["MaxPayloadInMB"])})
         for _ in range(request["TransformResources"]["InstanceCount"]):
             stream = f"{run.name}/i-{secrets.token_hex(8)}"
             run.servers.append(launch_model_server(self.backend, self.db, model_dir, environment,
                                                    log_group=log_group, log_stream=stream,
-                                                   data_dir=self.platform.settings.data_dir))
+                                                   data_dir=self.platform.settings.data_dir,
+                                                   extra_env=role_environment(self.platform, run.role)))
         for server in run.servers:
             try:
                 server.await_ready()

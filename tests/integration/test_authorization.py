@@ -385,3 +385,32 @@ def test_a_bucket_policy_naming_the_user_grants_and_naming_the_account_does_not(
     with pytest.raises(ClientError) as excinfo:
         s3.get_object(Bucket=bucket, Key="k")
     _denied(excinfo)
+
+
+def test_a_training_jobs_processes_hold_its_roles_session_until_it_ends(server: ServerProcess) -> None:
+    import json as jsonlib
+    import time
+
+    from tests.integration.training_support import execution_role, unique, wait_for_job
+
+    bucket = _csv_bucket(server, unique("creds"))
+    role = execution_role(server, [bucket])
+    sm = server.client("sagemaker")
+    job = unique("creds-job")
+    request = _job(job, role, bucket, bucket)
+    request["HyperParameters"]["num_round"] = "3000"  # long enough to look at it while it runs
+    sm.create_training_job(**request)
+    credentials = server.data_dir / "jobs" / job / ".credentials"
+    deadline = time.monotonic() + 60
+    while not (credentials / "credentials.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    held = jsonlib.loads((credentials / "credentials.json").read_text())
+    assert oct((credentials / "credentials.json").stat().st_mode & 0o777) == "0o600"
+    assert "credential_process" in (credentials / "aws-config").read_text()
+    as_job = server.client("sts", aws_access_key_id=held["AccessKeyId"], aws_secret_access_key=held["SecretAccessKey"],
+                           aws_session_token=held["SessionToken"])
+    assert as_job.get_caller_identity()["Arn"].endswith(f":assumed-role/{role.rsplit('/', 1)[1]}/SageMaker")
+    assert wait_for_job(sm, job)["TrainingJobStatus"] == "Completed"
+    with pytest.raises(ClientError) as excinfo:  # revoked with the job, not at its expiry
+        as_job.get_caller_identity()
+    assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403

@@ -683,3 +683,30 @@ def test_front_workers_share_the_runtime_port(tmp_path: Any, monkeypatch: pytest
     finally:
         own.stop()
     assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE  # stopped with the server
+
+
+def test_instances_hold_the_model_roles_session_until_the_endpoint_goes(server: ServerProcess,
+                                                                       trained: dict[str, Any]) -> None:
+    import json
+
+    name, _ = _endpoint(server, [_variant(_model(server, trained))])
+    assert _wait(server, name)["EndpointStatus"] == "InService"
+    files = list((server.data_dir / "endpoints" / name).glob("*/.credentials/credentials.json"))
+    assert len(files) == 1, files
+    held = json.loads(files[0].read_text())
+    as_model = server.client("sts", aws_access_key_id=held["AccessKeyId"],
+                             aws_secret_access_key=held["SecretAccessKey"], aws_session_token=held["SessionToken"])
+    role_name = trained["role"].rsplit("/", 1)[1]
+    assert as_model.get_caller_identity()["Arn"].endswith(f":assumed-role/{role_name}/SageMaker")
+    sm = server.client("sagemaker")
+    sm.delete_endpoint(EndpointName=name)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            as_model.get_caller_identity()
+        except ClientError as exc:
+            assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the deleted endpoint's session still works")
