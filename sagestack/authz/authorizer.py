@@ -115,6 +115,9 @@ class Authorizer:
         self._resource_policies: dict[tuple[str, str], tuple[PolicySource | None, frozenset[str]]] = {}
         self._paths: dict[tuple[str, str], str] = {}
         self._decisions: dict[tuple[Any, ...], tuple[str, str, int] | None] = {}
+        #: Whole calls known to be allowed (see _memo_key), and which members each operation's memo reads.
+        self._allowed: set[tuple[Any, ...]] = set()
+        self._plans: dict[tuple[str, str], tuple[str, ...] | None] = {}
         self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
 
     def watch(self) -> None:
@@ -132,6 +135,9 @@ class Authorizer:
         if principal.is_admin:
             return
         self._sync()
+        memo = self._memo_key(principal, service, operation, params, facts)
+        if memo is not None and memo in self._allowed:
+            return  # the hot path: this caller made this very call before, and nothing has changed
         service_table = self.tables(service)
         checks = service_table.operations.get(operation)
         if checks is None:  # the tables cover every operation of the models; this is a packaging bug
@@ -144,6 +150,24 @@ class Authorizer:
                 denial = self._decide(service_table, principal, check, resource, params, facts)
                 if denial is not None:
                     raise denial
+        if memo is not None and not self._policies(principal).keys:
+            if len(self._allowed) > MAX_CACHED:
+                self._allowed.clear()
+            self._allowed.add(memo)
+
+    def _memo_key(self, principal: Principal, service: str, operation: str, params: dict[str, Any],
+                  facts: RequestFacts) -> tuple[Any, ...] | None:
+        """For an operation whose checks read only plain top-level members (InvokeEndpoint reads
+        EndpointName) and take no resource policy: who, what, where and those members' values."""
+        plan = self._plans.get((service, operation), False)
+        if plan is False:
+            plan = self._plans[(service, operation)] = _memo_plan(self.tables(service).operations.get(operation))
+        if plan is None:
+            return None
+        values = tuple(params.get(member) for member in plan)  # type: ignore[union-attr]
+        if not all(value is None or type(value) is str for value in values):
+            return None
+        return (principal.user_id, principal.arn, service, operation, facts.region, values)
 
     def require(self, principal: Principal, action: str, resource: str,
                 context: dict[str, str] | None = None) -> None:
@@ -216,6 +240,7 @@ class Authorizer:
                 self._resource_policies.clear()
                 self._paths.clear()
                 self._decisions.clear()
+                self._allowed.clear()
                 self._seen = current
 
     def _policies(self, principal: Principal) -> PolicySet:
@@ -312,6 +337,22 @@ class Authorizer:
                 path = session.scalar(select(model.path).where(func.lower(model.name) == name.lower()))
             found = self._paths[(kind, name)] = (path or "/").lstrip("/") + name
         return found
+
+
+def _memo_plan(checks: tuple[Check, ...] | None) -> tuple[str, ...] | None:
+    """The members an operation's decision reads, when they are all plain top-level strings in simple
+    templates (None: the operation is decided in full every time)."""
+    if checks is None:
+        return None
+    members: list[str] = []
+    for check in checks:
+        if check.when is not None or check.unless is not None or check.action.startswith(("s3:", "sts:AssumeRole")):
+            return None
+        for template in check.resources:
+            if template.simple is None:
+                return None
+            members += [name for _, name, builtin in template.simple if name is not None and not builtin]
+    return tuple(dict.fromkeys(members))
 
 
 def _is_resource_tag(key: str) -> bool:
