@@ -414,3 +414,47 @@ def test_a_training_jobs_processes_hold_its_roles_session_until_it_ends(server: 
     with pytest.raises(ClientError) as excinfo:  # revoked with the job, not at its expiry
         as_job.get_caller_identity()
     assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_malformed_policies_are_refused_with_the_problem_named(server: ServerProcess, user: User) -> None:
+    iam = server.client("iam")
+    for document, words in (
+        ("{not json", "This policy contains invalid Json"),
+        (_doc({"Effect": "Allow", "Action": "s3:GetObject"}), "Policy statement must contain resources."),
+        (_doc({"Effect": "Maybe", "Action": "s3:GetObject", "Resource": "*"}), "Syntax errors in policy."),
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            iam.put_user_policy(UserName=user.name, PolicyName="bad", PolicyDocument=document)
+        error = excinfo.value.response["Error"]
+        assert (excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"], error["Code"]) == (
+            400, "MalformedPolicyDocument"), error
+        assert words in error["Message"], error
+    assert iam.list_user_policies(UserName=user.name)["PolicyNames"] == []
+
+
+def test_a_job_whose_role_is_deleted_while_it_runs_fails_with_a_reason(server: ServerProcess) -> None:
+    import time
+
+    from tests.integration.training_support import execution_role, unique, wait_for_job
+
+    bucket = _csv_bucket(server, unique("gone"))
+    role = execution_role(server, [bucket])
+    name = role.rsplit("/", 1)[1]
+    sm, iam = server.client("sagemaker"), server.client("iam")
+    job = unique("orphan")
+    request = _job(job, role, bucket, bucket)
+    request["HyperParameters"]["num_round"] = "3000"
+    sm.create_training_job(**request)
+    deadline = time.monotonic() + 60
+    while sm.describe_training_job(TrainingJobName=job)["SecondaryStatus"] != "Training":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for policy in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+        iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
+    for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        iam.delete_role_policy(RoleName=name, PolicyName=policy)
+    iam.delete_role(RoleName=name)
+    done = wait_for_job(sm, job, timeout=120)
+    assert done["TrainingJobStatus"] == "Failed"
+    assert done["FailureReason"].startswith(f"ClientError: Failed to upload the training artifacts to s3://{bucket}/")
+    assert "AccessDenied" in done["FailureReason"]
