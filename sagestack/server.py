@@ -58,7 +58,7 @@ def prepare(settings: Settings) -> Platform:
     platform.storage = _object_store(settings, db, account_id)
     platform.server_url = _url(settings)
     platform.authorizer = Authorizer(db, account_id, PolicyGeneration(settings.policy_generation_file),
-                                     bucket_policy=platform.storage.bucket_policy)
+                                     bucket_policy=platform.storage.bucket_policy, region=settings.region)
     platform.authorizer.watch()
     training = TrainingController(platform)
     ended = training.recover()

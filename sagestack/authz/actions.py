@@ -173,7 +173,8 @@ class ResourceTemplate:
                 return "*"
             value = value if type(value) is str else _text(value)
             out.append(value.lower() if self.lower_names else value)
-        return "".join(out)
+        arn = "".join(out)
+        return arn if self.lower_names else normal_arn(arn)  # a whole-ARN member (${ResourceArn}) too
 
 
 @lru_cache(maxsize=4096)

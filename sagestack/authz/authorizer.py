@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,6 +69,20 @@ DECIDING_TABLES: tuple[type, ...] = (IamUser, IamRole, IamGroup, GroupMember, Ma
                                      InlinePolicy, PolicyAttachment, ResourceTag)
 
 
+@dataclass
+class _Caches:
+    """Everything cached for one policy generation; replaced whole when the generation moves."""
+
+    generation: int
+    policy_sets: dict[tuple[str, str], PolicySet] = field(default_factory=dict)
+    #: ("bucket", name) or ("role", name) -> its policy and the keys it reads.
+    resource_policies: dict[tuple[str, str], tuple[PolicySource | None, frozenset[str]]] = field(default_factory=dict)
+    paths: dict[tuple[str, str], str] = field(default_factory=dict)
+    decisions: dict[tuple[Any, ...], tuple[str, str, int] | None] = field(default_factory=dict)
+    #: Whole calls known to be allowed (see Authorizer._memo_key).
+    allowed: set[tuple[Any, ...]] = field(default_factory=set)
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """What decides for one caller: its identity policies, its boundary, the keys they read."""
@@ -102,21 +116,18 @@ class Authorizer:
 
     def __init__(self, db: Database, account_id: str, generation: PolicyGeneration,
                  bucket_policy: BucketPolicyLookup | None = None,
-                 tables: Callable[[str], ServiceTable] = actions.table) -> None:
+                 tables: Callable[[str], ServiceTable] = actions.table, region: str = "") -> None:
         self.db = db
+        #: Where the platform's own calls for a role are made (aws:RequestedRegion of require()).
+        self.region = region
         self.tables = tables
         self.account_id = account_id
         self.generation = generation
         self.bucket_policy = bucket_policy
-        self._lock = threading.Lock()
-        self._seen = -1
-        self._policy_sets: dict[tuple[str, str], PolicySet] = {}
-        #: ("bucket", name) or ("role", name) -> its policy and the keys it reads.
-        self._resource_policies: dict[tuple[str, str], tuple[PolicySource | None, frozenset[str]]] = {}
-        self._paths: dict[tuple[str, str], str] = {}
-        self._decisions: dict[tuple[Any, ...], tuple[str, str, int] | None] = {}
-        #: Whole calls known to be allowed (see _memo_key), and which members each operation's memo reads.
-        self._allowed: set[tuple[Any, ...]] = set()
+        self._current = _Caches(-1)
+        #: The caches of the generation this thread's decision started in (see _sync).
+        self._local = threading.local()
+        #: Which members each operation's memo reads (see _memo_key); the tables never change.
         self._plans: dict[tuple[str, str], tuple[str, ...] | None] = {}
         self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
 
@@ -134,9 +145,9 @@ class Authorizer:
         """Return if ``principal`` may make this call; raise the service's AccessDenied error if not."""
         if principal.is_admin:
             return
-        self._sync()
+        caches = self._sync()
         memo = self._memo_key(principal, service, operation, params, facts)
-        if memo is not None and memo in self._allowed:
+        if memo is not None and memo in caches.allowed:
             return  # the hot path: this caller made this very call before, and nothing has changed
         service_table = self.tables(service)
         checks = service_table.operations.get(operation)
@@ -151,9 +162,9 @@ class Authorizer:
                 if denial is not None:
                     raise denial
         if memo is not None and not self._policies(principal).keys:
-            if len(self._allowed) > MAX_CACHED:
-                self._allowed.clear()
-            self._allowed.add(memo)
+            if len(caches.allowed) > MAX_CACHED:
+                caches.allowed.clear()
+            caches.allowed.add(memo)
 
     def _memo_key(self, principal: Principal, service: str, operation: str, params: dict[str, Any],
                   facts: RequestFacts) -> tuple[Any, ...] | None:
@@ -181,12 +192,15 @@ class Authorizer:
         self._sync()
         service = action.split(":", 1)[0]
         check = Check(action, (), fixed={k.lower(): (v,) for k, v in (context or {}).items()})
-        denial = self._decide(self.tables(service), principal, check, resource, {}, RequestFacts())
+        # The platform's own call: made in the server's region, over no network (so never "insecure").
+        denial = self._decide(self.tables(service), principal, check, resource, {},
+                              RequestFacts(secure=True, region=self.region))
         if denial is not None:
             raise denial
 
     def _decide(self, service_table: ServiceTable, principal: Principal, check: Check, resource: str,
                 params: dict[str, Any], facts: RequestFacts) -> AwsError | None:
+        caches = self._local.caches
         policies = self._policies(principal)
         resource_policy, resource_keys = self._resource_policy(check.action, resource)
         keys = policies.keys | resource_keys if resource_keys else policies.keys
@@ -199,7 +213,7 @@ class Authorizer:
             cache_key = (principal.user_id, principal.arn, check.action, resource)
         cacheable = not (keys & TIME_KEYS) if keys else True
         if cacheable:
-            hit = self._decisions.get(cache_key, False)
+            hit = caches.decisions.get(cache_key, False)
             if hit is not False:
                 return None if hit is None else AwsError(*hit)  # type: ignore[misc]
         caller = Caller(arn=principal.arn, account_id=principal.account_id)
@@ -212,10 +226,10 @@ class Authorizer:
                 reason = "implicit-identity"  # the boundary is not what is missing
             denial = self._denied(service_table, principal, check.action, resource, reason)
         if cacheable:
-            if len(self._decisions) > MAX_CACHED:
-                self._decisions.clear()
+            if len(caches.decisions) > MAX_CACHED:
+                caches.decisions.clear()
             # Cached as its parts: each refusal raises an error of its own (a raised exception keeps its traceback).
-            self._decisions[cache_key] = None if denial is None else (denial.code, denial.message, denial.status)
+            caches.decisions[cache_key] = None if denial is None else (denial.code, denial.message, denial.status)
         return denial
 
     def _denied(self, service_table: ServiceTable, principal: Principal, action: str, resource: str,
@@ -232,22 +246,25 @@ class Authorizer:
         return AwsError(denial.code, message, denial.status)
 
     # ------------------------------------------------------------------ caches
-    def _sync(self) -> None:
+    def _sync(self) -> _Caches:
+        """The caches of the current generation, fresh ones when it moved; this thread's until it returns.
+
+        A decision reads and fills only the caches it started with, so one that read the policies
+        before a change committed can never leave its answer where a later decision would find it.
+        """
         current = self.generation.current
-        if current != self._seen:
-            with self._lock:
-                self._policy_sets.clear()
-                self._resource_policies.clear()
-                self._paths.clear()
-                self._decisions.clear()
-                self._allowed.clear()
-                self._seen = current
+        caches = self._current
+        if caches.generation != current:
+            caches = self._current = _Caches(current)
+        self._local.caches = caches
+        return caches
 
     def _policies(self, principal: Principal) -> PolicySet:
         kind = "role" if principal.kind == "assumed-role" else "user"
-        found = self._policy_sets.get((kind, principal.name))
+        sets = self._local.caches.policy_sets
+        found = sets.get((kind, principal.name))
         if found is None:
-            found = self._policy_sets[(kind, principal.name)] = self._load_policies(kind, principal.name)
+            found = sets[(kind, principal.name)] = self._load_policies(kind, principal.name)
         return found
 
     def _load_policies(self, kind: str, name: str) -> PolicySet:
@@ -271,13 +288,13 @@ class Authorizer:
                 return None, NO_KEYS
             return self._resource_policy_of(("bucket", bucket), lambda: self.bucket_policy(bucket), "resource")
         if action == "sts:AssumeRole" and ":role/" in resource:
-            name = resource.rsplit("/", 1)[-1]
-            return self._resource_policy_of(("role", name), lambda: self._trust_policy(name), "trust")
+            return self._resource_policy_of(("role", resource), lambda: self._trust_policy(resource), "trust")
         return None, NO_KEYS
 
     def _resource_policy_of(self, key: tuple[str, str], read: Callable[[], str | None],
                             kind: PolicyKind) -> tuple[PolicySource | None, frozenset[str]]:
-        found = self._resource_policies.get(key)
+        caches = self._local.caches
+        found = caches.resource_policies.get(key)
         if found is None:
             document = read()
             source = None
@@ -286,12 +303,16 @@ class Authorizer:
                     source = PolicySource(parse_policy(document, kind), key[1], "resource")
                 except PolicyError:
                     source = None  # stored before its checks existed: it grants nothing
-            found = self._resource_policies[key] = (source, _keys_of([source.policy]) if source else NO_KEYS)
+            found = caches.resource_policies[key] = (source, _keys_of([source.policy]) if source else NO_KEYS)
         return found
 
-    def _trust_policy(self, role_name: str) -> str | None:
+    def _trust_policy(self, role_arn: str) -> str | None:
+        """The trust policy of the role this ARN names, path and all (None when it names none)."""
         with self.db.session() as session:
-            return session.scalar(select(IamRole.assume_role_policy_document).where(IamRole.name == role_name))
+            role = session.get(IamRole, role_arn.rsplit("/", 1)[-1])
+        if role is None or iam_arn(self.account_id, "role", role.path, role.name) != role_arn:
+            return None
+        return role.assume_role_policy_document
 
     # ------------------------------------------------------------------ condition keys
     def _context(self, keys: frozenset[str], principal: Principal, policies: PolicySet, check: Check,
@@ -331,11 +352,12 @@ class Authorizer:
 
     def _path_of(self, kind: str, model: Any, name: str) -> str:
         """``path + name`` of an IAM entity, as its ARN spells it (``/`` for one that does not exist)."""
-        found = self._paths.get((kind, name))
+        paths = self._local.caches.paths
+        found = paths.get((kind, name))
         if found is None:
             with self.db.session() as session:
                 path = session.scalar(select(model.path).where(func.lower(model.name) == name.lower()))
-            found = self._paths[(kind, name)] = (path or "/").lstrip("/") + name
+            found = paths[(kind, name)] = (path or "/").lstrip("/") + name
         return found
 
 

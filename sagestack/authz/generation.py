@@ -1,8 +1,8 @@
 """The policy generation: one counter, shared by every process of a server, bumped by any change
 that can alter an authorization decision (a policy, an attachment, a group, a tag, a bucket policy).
 
-Cached decisions carry the generation they were made in; a process that sees a newer number drops
-its caches before deciding. The counter lives in an 8-byte file of the data dir mapped into every
+Each process keeps its caches per generation; one that sees a newer number starts empty ones
+before deciding. The counter lives in an 8-byte file of the data dir mapped into every
 process (the main one and the runtime's front workers), so reading it costs a memory load, and a
 change committed by one process is seen by the next request any process serves.
 """

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from sagestack.arns import resource_arn
 from sagestack.authz.authorizer import Authorizer
+from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.identity import IamRole
 from sagestack.identity import Principal
@@ -64,7 +65,7 @@ class RoleScopedStore:
     def _may(self, action: str, resource: str) -> bool:
         try:
             self._require(action, resource)
-        except Exception:
+        except AwsError:
             return False
         return True
 

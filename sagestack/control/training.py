@@ -139,8 +139,11 @@ class TrainingController:
 
     def check_inputs(self, request: dict[str, Any]) -> None:
         """Fail CreateTrainingJob early, as SageMaker does, when a channel or the output bucket is missing."""
+        # The inputs are probed as the job's role would list them (what exists is its business alone);
+        # the output bucket's existence is no secret (S3 answers 403, not 404, for another's bucket).
+        as_role = self.platform.storage_as(request["RoleArn"])
         for channel in request.get("InputDataConfig", []):
-            resolve_source(self.store, channel["DataSource"]["S3DataSource"], probe=True)
+            resolve_source(as_role, channel["DataSource"]["S3DataSource"], probe=True)
         check_output_bucket(self.store, request["OutputDataConfig"]["S3OutputPath"], "OutputDataConfig.S3OutputPath")
 
     def submit(self, name: str) -> None:

@@ -86,7 +86,12 @@ class TransformController:
         return ended
 
     def check_inputs(self, request: dict[str, Any]) -> None:
-        resolve_source(self.store, request["TransformInput"]["DataSource"]["S3DataSource"], probe=True)
+        with self.db.session() as session:
+            model = session.get(Model, request["ModelName"])
+            role = model.request.get("ExecutionRoleArn") if model is not None else None
+        # Probed as the model's role would list them: what exists under a prefix is its business alone.
+        as_role = self.platform.storage_as(role) if role else self.store
+        resolve_source(as_role, request["TransformInput"]["DataSource"]["S3DataSource"], probe=True)
         check_output_bucket(self.store, request["TransformOutput"]["S3OutputPath"], "TransformOutput.S3OutputPath")
 
     def submit(self, name: str) -> None:

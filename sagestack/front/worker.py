@@ -75,7 +75,8 @@ class FrontWorker:
         platform.router = router
         # Decides alone: it reads the policies from the same database, and the main process's
         # changes reach its caches through the shared policy generation.
-        platform.authorizer = Authorizer(db, config["account_id"], PolicyGeneration(settings.policy_generation_file))
+        platform.authorizer = Authorizer(db, config["account_id"], PolicyGeneration(settings.policy_generation_file),
+                                         region=settings.region)
         gateway = Gateway(ServiceCatalog(), credentials, platform, services.lookup, platform.authorizer.authorize)
         self.front = FrontServer(gateway, RUNTIME_SERVICES, max_body=RUNTIME_MAX_BODY)
         self.front.attach(_ssl_context(config.get("tls")))

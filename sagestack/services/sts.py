@@ -47,6 +47,8 @@ def assume_role(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
     db = ctx.platform.db
     with db.transaction() as session:
         role = session.get(IamRole, name)
+        if role is not None and iam_arn(ctx.account_id, "role", role.path, role.name) != role_arn:
+            role = None  # the path is part of the name: role/a/R does not name role/R
         caller = Caller(arn=ctx.principal.arn, account_id=ctx.account_id)
         # The gateway has checked the caller's own policies; the role's trust policy must let it in too.
         if role is None or not trust_allows(role.assume_role_policy_document, role_arn, caller):

@@ -25,7 +25,8 @@ def bare_platform(data_dir: Path, account_id: str = ACCOUNT_ID) -> Platform:
     db.migrate()
     platform = Platform(settings, db, account_id, CredentialStore(db, account_id))
     platform.storage = LocalObjectStore(db, settings.objects_dir)
-    platform.authorizer = Authorizer(db, account_id, PolicyGeneration(), bucket_policy=platform.storage.bucket_policy)
+    platform.authorizer = Authorizer(db, account_id, PolicyGeneration(), bucket_policy=platform.storage.bucket_policy,
+                                     region=settings.region)
     platform.authorizer.watch()
     return platform
 

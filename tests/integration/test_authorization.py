@@ -353,8 +353,13 @@ def test_assume_role_follows_the_trust_policy(server: ServerProcess, user: User)
         sts.assume_role(RoleArn=delegated, RoleSessionName="s1")
     assert f"perform: sts:AssumeRole on resource: {delegated}" in _denied(excinfo)
     iam.put_user_policy(UserName=user.name, PolicyName="assume", PolicyDocument=_doc(
-        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": delegated}))
+        {"Effect": "Allow", "Action": "sts:AssumeRole",
+         "Resource": [delegated, f"arn:aws:iam::{account}:role/sandbox/*"]}))
     sts.assume_role(RoleArn=delegated, RoleSessionName="s1")
+    elsewhere = f"arn:aws:iam::{account}:role/sandbox/{delegated.rsplit('/', 1)[1]}"
+    with pytest.raises(ClientError) as excinfo:  # the path is part of a role's name
+        sts.assume_role(RoleArn=elsewhere, RoleSessionName="s1")
+    _denied(excinfo)
     with pytest.raises(ClientError) as excinfo:  # the user's policy does not open a role that does not trust it
         sts.assume_role(RoleArn=server.client("iam").create_role(
             RoleName=f"t-{uuid.uuid4().hex[:10]}", AssumeRolePolicyDocument=TRUST)["Role"]["Arn"], RoleSessionName="s1")

@@ -36,6 +36,7 @@ def create_bucket(ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]
     region = constraint or ctx.region
     try:
         store(ctx).create_bucket(name, region, ctx.account_id)
+        ctx.platform.authorizer.policies_changed()  # a namesake's cached policy must not outlive it
     except AwsError as error:
         if error.code != "BucketAlreadyOwnedByYou":
             raise

@@ -148,9 +148,9 @@ def test_admin_and_operations_that_need_no_permission(authorizer: Authorizer, al
 def test_decisions_are_cached_until_a_policy_changes(ctx: Any, authorizer: Authorizer, alice: Principal) -> None:
     call(ctx, "PutUserPolicy", UserName="alice", PolicyName="p", PolicyDocument=doc(allow("sagemaker:*")))
     authorizer.authorize(alice, "sagemaker", "InvokeEndpoint", {"EndpointName": "ep"}, FACTS)
-    cached = len(authorizer._decisions)
+    cached = len(authorizer._current.decisions)
     authorizer.authorize(alice, "sagemaker", "InvokeEndpoint", {"EndpointName": "ep"}, FACTS)
-    assert len(authorizer._decisions) == cached == 1
+    assert len(authorizer._current.decisions) == cached == 1
     before = authorizer.generation.current
     call(ctx, "PutUserPolicy", UserName="alice", PolicyName="p", PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [deny("sagemaker:*")]}))
