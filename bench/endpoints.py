@@ -244,8 +244,10 @@ def compare_principals(server: ServerProcess, host: str, port: int, runtime_url:
                 "user, 20 statements": invoke_bytes(runtime_url, user_key, user_secret, endpoint, row)}
     rates: dict[str, list[float]] = {label: [] for label in payloads}
     cpu: dict[str, list[float]] = {label: [] for label in payloads}
-    for _ in range(args.rounds):
-        for label, payload in payloads.items():
+    for round_number in range(args.rounds):
+        # Alternate which goes first: the machine's speed drifts within a round too.
+        order = list(payloads.items()) if round_number % 2 == 0 else list(payloads.items())[::-1]
+        for label, payload in order:
             before = _cpu_seconds(router)
             rate, _, _, statuses = measure(host, port, payload, args.seconds, 8)
             if statuses.get("non-2xx"):  # a refused key would measure the error path, not authorization

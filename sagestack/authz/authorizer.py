@@ -145,10 +145,13 @@ class Authorizer:
         """Return if ``principal`` may make this call; raise the service's AccessDenied error if not."""
         if principal.is_admin:
             return
-        caches = self._sync()
+        caches = self._current
+        if caches.generation != self.generation.current:
+            caches = self._sync()
         memo = self._memo_key(principal, service, operation, params, facts)
         if memo is not None and memo in caches.allowed:
             return  # the hot path: this caller made this very call before, and nothing has changed
+        self._local.caches = caches  # what this decision reads and fills, whatever happens meanwhile
         service_table = self.tables(service)
         checks = service_table.operations.get(operation)
         if checks is None:  # the tables cover every operation of the models; this is a packaging bug
@@ -175,7 +178,12 @@ class Authorizer:
             plan = self._plans[(service, operation)] = _memo_plan(self.tables(service).operations.get(operation))
         if plan is None:
             return None
-        values = tuple(params.get(member) for member in plan)  # type: ignore[union-attr]
+        if len(plan) == 1:  # the usual case (EndpointName): no generator on the hot path
+            value = params.get(plan[0])
+            if value is not None and type(value) is not str:
+                return None
+            return (principal.user_id, principal.arn, service, operation, facts.region, value)
+        values = tuple(params.get(member) for member in plan)
         if not all(value is None or type(value) is str for value in values):
             return None
         return (principal.user_id, principal.arn, service, operation, facts.region, values)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 _FORMAT = "<Q"
 _SIZE = struct.calcsize(_FORMAT)
+_COUNTER = struct.Struct(_FORMAT)
 
 
 class PolicyGeneration:
@@ -38,7 +39,7 @@ class PolicyGeneration:
 
     @property
     def current(self) -> int:
-        return struct.unpack_from(_FORMAT, self._map)[0]
+        return _COUNTER.unpack_from(self._map)[0]
 
     def bump(self) -> None:
         # A thread lock for this process, a file lock for the others that may write.
