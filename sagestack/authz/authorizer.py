@@ -80,7 +80,7 @@ class _Caches:
     paths: dict[tuple[str, str], str] = field(default_factory=dict)
     decisions: dict[tuple[Any, ...], tuple[str, str, int] | None] = field(default_factory=dict)
     #: Whole calls known to be allowed (see Authorizer._memo_key).
-    allowed: set[tuple[Any, ...]] = field(default_factory=set)
+    allowed: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Authorizer:
         #: The caches of the generation this thread's decision started in (see _sync).
         self._local = threading.local()
         #: Which members each operation's memo reads (see _memo_key); the tables never change.
-        self._plans: dict[tuple[str, str], tuple[str, ...] | None] = {}
+        self._plans: dict[str, dict[str, tuple[str, ...] | None]] = {}
         self._lookups = {"iam_user": self._user_path, "iam_role": self._role_path, "iam_group": self._group_path}
 
     def watch(self) -> None:
@@ -170,23 +170,32 @@ class Authorizer:
             caches.allowed.add(memo)
 
     def _memo_key(self, principal: Principal, service: str, operation: str, params: dict[str, Any],
-                  facts: RequestFacts) -> tuple[Any, ...] | None:
+                  facts: RequestFacts) -> str | None:
         """For an operation whose checks read only plain top-level members (InvokeEndpoint reads
-        EndpointName) and take no resource policy: who, what, where and those members' values."""
-        plan = self._plans.get((service, operation), False)
+        EndpointName) and take no resource policy: who, what, where and those members' values.
+
+        A string, not a tuple: strings are not tracked by the garbage collector, and a long-lived
+        server's collections cost more for every container a request allocates.
+        """
+        plans = self._plans.get(service)
+        if plans is None:
+            plans = self._plans[service] = {}
+        plan = plans.get(operation, False)
         if plan is False:
-            plan = self._plans[(service, operation)] = _memo_plan(self.tables(service).operations.get(operation))
+            plan = plans[operation] = _memo_plan(self.tables(service).operations.get(operation))
         if plan is None:
             return None
         if len(plan) == 1:  # the usual case (EndpointName): no generator on the hot path
             value = params.get(plan[0])
             if value is not None and type(value) is not str:
                 return None
-            return (principal.user_id, principal.arn, service, operation, facts.region, value)
-        values = tuple(params.get(member) for member in plan)
+            shown = "\1" if value is None else value  # an absent member is not the string "None"
+            return f"{principal.user_id}\0{principal.arn}\0{service}\0{operation}\0{facts.region}\0{shown}"
+        values = [params.get(member) for member in plan]
         if not all(value is None or type(value) is str for value in values):
             return None
-        return (principal.user_id, principal.arn, service, operation, facts.region, values)
+        shown = ["\1" if value is None else value for value in values]
+        return "\0".join([principal.user_id, principal.arn, service, operation, facts.region, *shown])
 
     def require(self, principal: Principal, action: str, resource: str,
                 context: dict[str, str] | None = None) -> None:
