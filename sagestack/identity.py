@@ -155,14 +155,20 @@ class CredentialStore:
 
     def role_session_principal(self, role_id: str, role_name: str, session_name: str,
                                access_key_id: str) -> Principal:
-        return Principal(
-            account_id=self.account_id,
-            arn=resource_arn("sts", "", self.account_id, f"assumed-role/{role_name}/{session_name}"),
-            user_id=f"{role_id}:{session_name}",
-            access_key_id=access_key_id,
-            kind="assumed-role",
-            name=role_name,
-        )
+        return role_session_principal(self.account_id, role_id, role_name, session_name, access_key_id)
+
+
+def role_session_principal(account_id: str, role_id: str, role_name: str, session_name: str,
+                           access_key_id: str = "") -> Principal:
+    """Who a session of a role is: ``assumed-role/<role>/<session>``, user id ``<role id>:<session>``."""
+    return Principal(
+        account_id=account_id,
+        arn=resource_arn("sts", "", account_id, f"assumed-role/{role_name}/{session_name}"),
+        user_id=f"{role_id}:{session_name}",
+        access_key_id=access_key_id,
+        kind="assumed-role",
+        name=role_name,
+    )
 
 
 def ensure_installation(db: Database) -> str:

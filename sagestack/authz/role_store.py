@@ -15,12 +15,11 @@ from typing import Any
 
 from sqlalchemy import select
 
-from sagestack.arns import resource_arn
 from sagestack.authz.authorizer import Authorizer
 from sagestack.aws.errors import AwsError
 from sagestack.db import Database
 from sagestack.db.models.identity import IamRole
-from sagestack.identity import Principal
+from sagestack.identity import Principal, role_session_principal
 from sagestack.storage import ObjectStore
 from sagestack.storage.api import BodyWriter, BucketInfo, ListResult, ObjectBody, ObjectInfo, ObjectMeta
 
@@ -33,14 +32,7 @@ def role_session(db: Database, account_id: str, role_arn: str, session_name: str
     name = role_arn.rsplit("/", 1)[-1]
     with db.session() as session:
         role_id = session.scalar(select(IamRole.role_id).where(IamRole.name == name)) or "AROA"
-    return Principal(
-        account_id=account_id,
-        arn=resource_arn("sts", "", account_id, f"assumed-role/{name}/{session_name}"),
-        user_id=f"{role_id}:{session_name}",
-        access_key_id="",
-        kind="assumed-role",
-        name=name,
-    )
+    return role_session_principal(account_id, role_id, name, session_name)
 
 
 def _bucket_arn(bucket: str) -> str:
