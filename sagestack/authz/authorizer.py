@@ -60,6 +60,9 @@ from sagestack.logic import tags as tag_store
 #: Condition keys whose value changes from one second to the next: a decision that reads them is not cached.
 TIME_KEYS = frozenset({"aws:currenttime", "aws:epochtime"})
 NO_KEYS: frozenset[str] = frozenset()
+#: The actions a resource-based policy takes part in (a bucket's policy, a role's trust policy):
+#: their decisions depend on more than the caller's own policies, so they are never memoized.
+RESOURCE_POLICY_ACTIONS = ("s3:", "sts:AssumeRole")
 #: Bounded caches: a flood of distinct resources costs a re-evaluation, never unbounded memory.
 MAX_CACHED = 50_000
 
@@ -299,6 +302,8 @@ class Authorizer:
     def _resource_policy(self, action: str, resource: str) -> tuple[PolicySource | None, frozenset[str]]:
         """The resource-based policy that takes part, and the keys it reads: an S3 bucket's policy,
         or the trust policy of a role being assumed; (None, empty) for anything else."""
+        if not action.startswith(RESOURCE_POLICY_ACTIONS):
+            return None, NO_KEYS
         if action.startswith("s3:") and resource.startswith("arn:aws:s3:::") and self.bucket_policy is not None:
             bucket = resource[len("arn:aws:s3:::"):].split("/", 1)[0]
             if not bucket or "*" in bucket:
@@ -385,7 +390,7 @@ def _memo_plan(checks: tuple[Check, ...] | None) -> tuple[str, ...] | None:
         return None
     members: list[str] = []
     for check in checks:
-        if check.when is not None or check.unless is not None or check.action.startswith(("s3:", "sts:AssumeRole")):
+        if check.when is not None or check.unless is not None or check.action.startswith(RESOURCE_POLICY_ACTIONS):
             return None
         for template in check.resources:
             if template.simple is None:
