@@ -33,7 +33,7 @@ VERSIONS = ("2012-10-17", "2008-10-17")
 VARIABLES_VERSION = "2012-10-17"
 
 SYNTAX_ERROR = "Syntax errors in policy."
-_STATEMENT_KEYS = {
+STATEMENT_KEYS = {
     "Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
     "Resource", "NotResource", "Condition",
 }  # fmt: skip
@@ -116,7 +116,7 @@ def _load(document: str | Mapping[str, Any]) -> Any:
 
 
 def _parse_statement(raw: Any, kind: PolicyKind) -> Statement:
-    if not isinstance(raw, dict) or set(raw) - _STATEMENT_KEYS:
+    if not isinstance(raw, dict) or set(raw) - STATEMENT_KEYS:
         raise PolicyError(SYNTAX_ERROR)
     effect = raw.get("Effect")
     if effect is None:

@@ -20,7 +20,17 @@ import json
 import re
 from typing import Any
 
-from sagestack.authz.policy import SYNTAX_ERROR, VERSIONS, Condition, Policy, PolicyError, Statement, parse_policy
+from sagestack.authz.policy import (
+    STATEMENT_KEYS,
+    SYNTAX_ERROR,
+    VERSIONS,
+    Condition,
+    Policy,
+    PolicyError,
+    Statement,
+    glob_match,
+    parse_policy,
+)
 from sagestack.aws.errors import AwsError
 from sagestack.services import operation
 from sagestack.services.context import RequestContext
@@ -46,8 +56,6 @@ MESSAGES = {
 }
 
 _POLICY_KEYS = ("Version", "Id", "Statement")
-_STATEMENT_KEYS = ("Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
-                   "Resource", "NotResource", "Condition")
 _ARN_PREFIX = "arn:aws:s3:::"
 
 
@@ -104,11 +112,6 @@ OTHER_ACTIONS = _names("""
 _ALL_ACTIONS = OBJECT_ACTIONS | BUCKET_ACTIONS | OTHER_ACTIONS
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern),
-                      re.DOTALL | re.IGNORECASE)
-
-
 def _actions_named(value: str) -> set[str]:
     """The S3 actions (lowercase names) an Action value covers; empty when it names none."""
     if value == "*":
@@ -118,8 +121,7 @@ def _actions_named(value: str) -> set[str]:
         return set()
     if "*" not in name and "?" not in name:
         return {name.lower()} & _ALL_ACTIONS
-    regex = _glob(name)
-    return {a for a in _ALL_ACTIONS if regex.fullmatch(a)}
+    return {a for a in _ALL_ACTIONS if glob_match(name, a, ignore_case=True)}
 
 
 # ============================================================================ condition keys
@@ -227,7 +229,7 @@ def _check_shape(doc: dict[str, Any]) -> None:
         if not isinstance(item, dict):
             raise malformed(MESSAGES["syntax"])
         for name in item:
-            if name not in _STATEMENT_KEYS:
+            if name not in STATEMENT_KEYS:
                 raise malformed(f"Unknown field {name}")
         for name in ("Principal", "Action", "Resource"):
             if name in item and f"Not{name}" in item:
@@ -304,7 +306,7 @@ def _resource_kinds(value: str, bucket: str) -> set[str]:
         raise malformed(MESSAGES["resource"])
     path = value[len(_ARN_PREFIX):]
     name, slash, _key = path.partition("/")
-    if not name or not _glob(name).fullmatch(bucket):
+    if not name or not glob_match(name, bucket, ignore_case=True):
         raise malformed(MESSAGES["resource"])
     if slash:
         return {"object"}
